@@ -1,0 +1,1 @@
+"""Stave's Qt front end: a thin skin over ``core``."""

@@ -1,0 +1,1 @@
+"""Batches, jobs, worker processes, the checkpoint store and events."""

@@ -1,0 +1,1 @@
+"""The audio stages and the configuration they read."""

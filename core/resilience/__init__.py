@@ -1,0 +1,1 @@
+"""Policies that keep a batch going: retry, breaker, timeout, fallback, errors, health, cleanup."""
