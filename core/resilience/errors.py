@@ -112,3 +112,59 @@ class WorkerCrashed(StaveError):
 
 class Cancelled(StaveError):
     kind = ErrorKind.CANCELLED
+
+
+# --- classification -------------------------------------------------------
+# A first, small mapping; the full classifier (decoder errors, exit statuses,
+# errno values) is built out in this module.
+
+_DEFAULTS: dict[ErrorKind, tuple[bool, bool, Severity, str]] = {
+    # kind: (retryable, counts_for_breaker, severity, suggestion)
+    ErrorKind.INPUT_CORRUPT: (False, False, Severity.ERROR, "Check that the file plays in another program; re-export or re-download it."),
+    ErrorKind.INPUT_UNSUPPORTED: (False, False, Severity.ERROR, "Convert the file to WAV or FLAC, or install ffmpeg for more formats."),
+    ErrorKind.INPUT_EMPTY: (False, False, Severity.WARNING, "The file holds no usable audio; remove it from the batch."),
+    ErrorKind.DEPENDENCY_MISSING: (False, True, Severity.ERROR, "Run `stave health` to see what is missing and how to install it."),
+    ErrorKind.DEPENDENCY_FAILED: (True, True, Severity.ERROR, "Run `stave health`; if the tool keeps failing, its fallback is used."),
+    ErrorKind.TIMEOUT: (True, True, Severity.ERROR, "Raise the stage timeout in Settings, or check whether the machine is overloaded."),
+    ErrorKind.WORKER_CRASH: (True, True, Severity.ERROR, "A worker process died; if the same file crashes it again it is quarantined."),
+    ErrorKind.OUT_OF_MEMORY: (True, False, Severity.ERROR, "Use fewer workers, or close other programs, then retry the failed jobs."),
+    ErrorKind.DISK_FULL: (False, False, Severity.FATAL, "Free space on the output drive, then resume the batch."),
+    ErrorKind.PERMISSION: (False, False, Severity.ERROR, "Check the file's and the output folder's permissions."),
+    ErrorKind.CANCELLED: (False, False, Severity.INFO, "Resume the batch to finish it."),
+    ErrorKind.BUG: (False, False, Severity.ERROR, "This is a bug in Stave: please report it with the log file."),
+}
+
+
+def info_for(kind: ErrorKind, reason: str, *, suggestion: str | None = None, exc_type: str = "") -> ErrorInfo:
+    retryable, counts, severity, default_suggestion = _DEFAULTS[kind]
+    return ErrorInfo(
+        kind=kind,
+        reason=reason,
+        suggestion=suggestion or default_suggestion,
+        retryable=retryable,
+        counts_for_breaker=counts,
+        severity=severity,
+        exc_type=exc_type,
+    )
+
+
+def classify(exc: BaseException) -> ErrorInfo:
+    """Map any exception to an :class:`ErrorInfo`."""
+    import errno
+
+    name = type(exc).__name__
+    if isinstance(exc, StaveError):
+        return info_for(exc.kind, exc.reason, suggestion=exc.suggestion, exc_type=name)
+    if isinstance(exc, KeyboardInterrupt):
+        return info_for(ErrorKind.CANCELLED, "interrupted", exc_type=name)
+    if isinstance(exc, MemoryError):
+        return info_for(ErrorKind.OUT_OF_MEMORY, "ran out of memory", exc_type=name)
+    if isinstance(exc, TimeoutError):
+        return info_for(ErrorKind.TIMEOUT, str(exc) or "timed out", exc_type=name)
+    if isinstance(exc, PermissionError):
+        return info_for(ErrorKind.PERMISSION, f"permission denied: {exc.filename or exc}", exc_type=name)
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return info_for(ErrorKind.DISK_FULL, "no space left on the output drive", exc_type=name)
+    if isinstance(exc, ModuleNotFoundError):
+        return info_for(ErrorKind.DEPENDENCY_MISSING, f"module not installed: {exc.name}", exc_type=name)
+    return info_for(ErrorKind.BUG, f"{name}: {exc}", exc_type=name)
