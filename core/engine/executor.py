@@ -1,0 +1,159 @@
+"""Where a stage attempt runs: a warm pool of worker processes with real timeouts.
+
+``StageExecutor`` is the interface the job runner talks to; ``ProcessExecutor``
+is the local implementation on pebble's ``ProcessPool`` (spawn or forkserver:
+never fork, since the window runs Qt threads). A hung attempt is killed at its
+deadline and its worker replaced; a crashed worker is reported as
+``WorkerCrashed`` and replaced; the batch goes on.
+
+pebble times tasks with the wall clock and has known races around cancel and
+killed workers, so this class keeps its own monotonic deadline and, when a
+task outlives it by a grace period without pebble noticing, rebuilds the pool
+(the watchdog).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import time
+from typing import Any, Callable, Protocol
+
+import pebble
+
+from core.resilience.cancel import CancelToken
+from core.resilience.errors import Cancelled, StageTimeout, WorkerCrashed
+
+log = logging.getLogger(__name__)
+
+# Threads each worker's numeric libraries may use: workers are the parallelism.
+_WORKER_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
+
+
+class StageExecutor(Protocol):
+    """Runs one picklable call somewhere else, with a timeout and a cancel token."""
+
+    def run(self, fn: Callable[..., Any], args: tuple, *, timeout_s: float | None,
+            cancel: CancelToken | None = None) -> Any: ...
+
+    def shutdown(self) -> None: ...
+
+
+def _worker_init(env: dict[str, str]) -> None:
+    os.environ.update(env)
+    # A worker ignores Ctrl-C: the supervisor decides what a Ctrl-C means.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _signal_name(code: int | None) -> str:
+    if code is None or code >= 0:
+        return ""
+    try:
+        return signal.Signals(-code).name
+    except ValueError:
+        return f"signal {-code}"
+
+
+def default_context() -> str:
+    methods = multiprocessing.get_all_start_methods()
+    return "forkserver" if "forkserver" in methods else "spawn"
+
+
+class ProcessExecutor:
+    """A warm pebble ``ProcessPool`` with Stave's own deadline and watchdog."""
+
+    def __init__(self, max_workers: int = 2, *, context: str | None = None, grace_s: float = 5.0,
+                 poll_s: float = 0.05, env: dict[str, str] | None = None):
+        if max_workers < 1:
+            raise ValueError("max_workers must be at least 1")
+        self.max_workers = max_workers
+        self.context = context or default_context()
+        if self.context == "fork":
+            raise ValueError("the fork start method is unsafe beside Qt threads; use spawn or forkserver")
+        self.grace_s = grace_s
+        self.poll_s = poll_s
+        self.env = {**_WORKER_ENV, **(env or {})}
+        for key in ("NUMBA_CACHE_DIR", "STAVE_TEST_HOOKS"):
+            if key in os.environ and key not in self.env:
+                self.env[key] = os.environ[key]
+        self._lock = threading.Lock()
+        self._pool: pebble.ProcessPool | None = None
+        self.rebuilds = 0
+
+    # -- pool lifecycle -------------------------------------------------------
+    def _get_pool(self) -> pebble.ProcessPool:
+        with self._lock:
+            if self._pool is None or not self._pool.active:
+                self._pool = pebble.ProcessPool(
+                    max_workers=self.max_workers,
+                    initializer=_worker_init,
+                    initargs=(self.env,),
+                    context=multiprocessing.get_context(self.context),
+                )
+            return self._pool
+
+    def rebuild(self, reason: str) -> None:
+        """Throw the pool away (killing its workers) and start afresh on next use."""
+        log.warning("rebuilding the worker pool: %s", reason)
+        with self._lock:
+            pool, self._pool = self._pool, None
+            self.rebuilds += 1
+        if pool is not None:
+            pool.stop()
+            threading.Thread(target=pool.join, kwargs={"timeout": 10}, daemon=True).start()
+
+    def warm_up(self) -> None:
+        """Start the workers now (so the first file does not pay for it)."""
+        self.run(os.getpid, (), timeout_s=60)
+
+    def shutdown(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.stop()
+            pool.join(timeout=10)
+
+    # -- running ----------------------------------------------------------------
+    def run(self, fn: Callable[..., Any], args: tuple, *, timeout_s: float | None,
+            cancel: CancelToken | None = None) -> Any:
+        """Run ``fn(*args)`` in a worker; raise StageTimeout, WorkerCrashed or Cancelled.
+
+        Exceptions raised by ``fn`` itself are re-raised as they are.
+        """
+        if cancel is not None:
+            cancel.raise_if_cancelled()
+        pool = self._get_pool()
+        timeout = timeout_s if timeout_s and timeout_s > 0 else None
+        future = pool.schedule(fn, args=args, timeout=timeout)
+        start = time.monotonic()
+        hard_deadline = None if timeout is None else start + timeout + self.grace_s
+        while True:
+            try:
+                return future.result(timeout=self.poll_s)
+            except concurrent.futures.TimeoutError as exc:
+                if future.done():
+                    if exc.args[:1] == ("Task timeout",):  # pebble killed it at the deadline
+                        raise StageTimeout(
+                            f"timed out after {timeout:.1f} s; the worker was killed and replaced"
+                        ) from None
+                    raise  # the function's own TimeoutError
+            except pebble.ProcessExpired as exc:
+                code = exc.exitcode
+                sig = _signal_name(code)
+                how = f"killed by {sig}" if sig else f"exited with code {code}"
+                hint = " (possibly killed for memory)" if sig == "SIGKILL" else ""
+                raise WorkerCrashed(f"worker process {how}{hint}", exitcode=code) from None
+            except concurrent.futures.CancelledError:
+                raise Cancelled(cancel.reason if cancel is not None and cancel.is_set() else "cancelled") from None
+            if cancel is not None and cancel.is_set():
+                future.cancel()  # pebble kills the worker running it
+                raise Cancelled(cancel.reason or "cancelled")
+            if hard_deadline is not None and time.monotonic() > hard_deadline:
+                # pebble missed its own timeout: kill everything and start a new pool.
+                future.cancel()
+                self.rebuild(f"a task outlived its {timeout:.1f} s timeout by {self.grace_s:.0f} s")
+                raise StageTimeout(f"timed out after {timeout:.1f} s; the worker pool was rebuilt")

@@ -1,0 +1,109 @@
+"""The process executor: real worker processes, real kills."""
+
+import os
+import threading
+import time
+
+import psutil
+import pytest
+
+from core.engine.executor import ProcessExecutor
+from core.resilience.cancel import CancelToken
+from core.resilience.errors import Cancelled, StageTimeout, WorkerCrashed, classify, ErrorKind
+from tests.core.engine import workfns
+
+
+@pytest.fixture(scope="module")
+def executor():
+    ex = ProcessExecutor(max_workers=1, grace_s=3.0)
+    yield ex
+    ex.shutdown()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_runs_in_another_process(executor):
+    assert executor.run(workfns.add, (2, 3), timeout_s=30) == 5
+    assert executor.run(workfns.pid, (), timeout_s=30) != os.getpid()
+
+
+def test_function_errors_come_back_as_they_are(executor):
+    with pytest.raises(ValueError, match="bad input"):
+        executor.run(workfns.raise_value_error, ("bad input",), timeout_s=30)
+    with pytest.raises(TimeoutError, match="own timeout") as info:
+        executor.run(workfns.raise_own_timeout, (), timeout_s=30)
+    assert not isinstance(info.value, StageTimeout)
+
+
+def test_hung_attempt_is_killed_at_its_timeout_and_worker_replaced(executor):
+    worker = executor.run(workfns.pid, (), timeout_s=30)
+    t0 = time.monotonic()
+    with pytest.raises(StageTimeout) as info:
+        executor.run(workfns.hang, (), timeout_s=1.0)
+    assert time.monotonic() - t0 < 1.0 + executor.grace_s
+    assert classify(info.value).kind is ErrorKind.TIMEOUT
+    # the pool still works, with a new worker
+    new_worker = executor.run(workfns.pid, (), timeout_s=30)
+    assert executor.run(workfns.add, (1, 1), timeout_s=30) == 2
+    deadline = time.monotonic() + 5
+    while _alive(worker) and worker != new_worker and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert worker == new_worker or not _alive(worker)
+
+
+def test_segfaulting_worker_is_reported_and_replaced(executor):
+    with pytest.raises(WorkerCrashed, match="SIGSEGV") as info:
+        executor.run(workfns.crash_segv, (), timeout_s=30)
+    assert info.value.exitcode == -11
+    assert classify(info.value).kind is ErrorKind.WORKER_CRASH
+    assert executor.run(workfns.add, (2, 2), timeout_s=30) == 4
+
+
+def test_os_exit_is_a_crash_with_its_code(executor):
+    with pytest.raises(WorkerCrashed, match="code 3"):
+        executor.run(workfns.exit_now, (3,), timeout_s=30)
+    assert executor.run(workfns.add, (0, 1), timeout_s=30) == 1
+
+
+def test_cancel_kills_the_running_attempt(executor):
+    token = CancelToken()
+    threading.Timer(0.5, token.cancel, args=("paused by user",)).start()
+    t0 = time.monotonic()
+    with pytest.raises(Cancelled, match="paused by user"):
+        executor.run(workfns.hang, (), timeout_s=60, cancel=token)
+    assert time.monotonic() - t0 < 5
+    assert executor.run(workfns.add, (5, 5), timeout_s=30) == 10
+
+
+def test_already_cancelled_token_runs_nothing(executor):
+    token = CancelToken()
+    token.cancel("stop")
+    with pytest.raises(Cancelled):
+        executor.run(workfns.add, (1, 2), timeout_s=30, cancel=token)
+
+
+def test_fork_is_refused():
+    with pytest.raises(ValueError, match="fork"):
+        ProcessExecutor(context="fork")
+
+
+def test_hung_attempt_that_ignores_sigterm_is_still_killed():
+    ex = ProcessExecutor(max_workers=1, grace_s=3.0)
+    try:
+        worker = ex.run(workfns.pid, (), timeout_s=30)
+        t0 = time.monotonic()
+        with pytest.raises(StageTimeout):
+            ex.run(workfns.hang_ignoring_term, (), timeout_s=1.0)
+        assert time.monotonic() - t0 < 1.0 + ex.grace_s + 1
+        deadline = time.monotonic() + 10
+        while _alive(worker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(worker)
+        assert ex.run(workfns.add, (1, 2), timeout_s=30) == 3
+    finally:
+        ex.shutdown()

@@ -1,0 +1,40 @@
+"""Functions run inside worker processes by the executor tests (importable by spawn)."""
+
+import os
+import signal
+import time
+
+
+def add(a, b):
+    return a + b
+
+
+def pid():
+    return os.getpid()
+
+
+def hang(seconds=3600):
+    time.sleep(seconds)
+    return "woke"
+
+
+def hang_ignoring_term(seconds=3600):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    time.sleep(seconds)
+
+
+def crash_segv():
+    os.kill(os.getpid(), signal.SIGSEGV)
+    time.sleep(5)
+
+
+def exit_now(code=3):
+    os._exit(code)
+
+
+def raise_value_error(msg):
+    raise ValueError(msg)
+
+
+def raise_own_timeout():
+    raise TimeoutError("the tool's own timeout")
