@@ -1,0 +1,406 @@
+"""Batches: queue files, run them with supervisor threads, pause, resume, cancel.
+
+``Engine`` owns one output folder: its checkpoint store, its breakers and the
+worker pool. ``BatchRun`` is one run of one batch; its ``work()`` is the
+supervisor loop, called from as many threads as there are workers (a
+``ThreadPoolExecutor`` in the CLI via ``Engine.run``, ``QRunnable``s on the
+window's ``QThreadPool``). The last supervisor to leave finishes the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from core.engine import events as ev
+from core.engine.executor import ProcessExecutor, StageExecutor
+from core.engine.runner import JobOutcome, JobRunner, RunnerDeps
+from core.engine.scan import display_path, scan
+from core.engine.stagegraph import StageSpec
+from core.engine.store import SqliteBreakerStore, Store
+from core.engine.store_rows import BatchStatus, JobSpec, JobStatus
+from core.resilience.breaker import BreakerConfig
+from core.resilience.breaker_registry import BreakerRegistry
+from core.resilience.cancel import CancelToken
+from core.resilience.clock import SYSTEM_CLOCK, Clock
+from core.resilience.errors import classify
+from core.resilience.retry import RetryConfig
+from core.resilience.timeouts import AdaptiveTimeout, AdaptiveTimeoutConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How the engine runs (the pipeline's own settings travel with each batch)."""
+
+    workers: int = 2
+    max_crashes: int = 2
+    keep_work_files: bool = False
+    retry: RetryConfig = field(default_factory=RetryConfig)
+    breaker: BreakerConfig = field(default_factory=BreakerConfig)
+    timeouts: AdaptiveTimeoutConfig = field(default_factory=AdaptiveTimeoutConfig)
+
+    def __post_init__(self):
+        if not isinstance(self.workers, int) or self.workers < 1:
+            raise ValueError(f"workers: must be a whole number >= 1, got {self.workers!r}")
+        if not isinstance(self.max_crashes, int) or self.max_crashes < 1:
+            raise ValueError(f"max_crashes: must be a whole number >= 1, got {self.max_crashes!r}")
+
+
+@dataclass(frozen=True)
+class AddResult:
+    batch_id: int
+    job_ids: list[int]
+    skipped: list[tuple[str, str]]  # (path, reason), recorded as skipped jobs
+    duplicates: list[tuple[str, str]]  # (path, same content as)
+
+
+@dataclass
+class BatchSummary:
+    batch_id: int
+    status: BatchStatus
+    counts: dict[str, int]
+    failed: list[dict]  # {path, stage, kind, reason, suggestion}
+    degraded: list[dict]  # {path, reasons}
+    elapsed_s: float
+    pause_reason: str = ""
+
+
+class Pipeline:
+    """A stage graph plus how to fingerprint configs and probe backends (the real one: core.pipeline.stages)."""
+
+    def __init__(self, stages: Sequence[StageSpec], config_to_dict: Callable[[Any], dict],
+                 fingerprint: Callable[[Mapping[str, Any], str], str],
+                 availability: Callable[[], Mapping[str, Any]] = dict):
+        self.stages = tuple(stages)
+        self.config_to_dict = config_to_dict
+        self.fingerprint = fingerprint
+        self.availability = availability
+
+    @property
+    def stage_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.stages)
+
+
+class Engine:
+    def __init__(self, out_dir: str | os.PathLike, pipeline: Pipeline, options: EngineOptions | None = None, *,
+                 bus: ev.EventBus | None = None, clock: Clock = SYSTEM_CLOCK,
+                 executor: StageExecutor | None = None, create: bool = True):
+        self.out_dir = os.path.abspath(os.fspath(out_dir))
+        self.pipeline = pipeline
+        self.options = options or EngineOptions()
+        self.bus = bus or ev.EventBus()
+        self.clock = clock
+        if create:
+            os.makedirs(self.out_dir, exist_ok=True)
+        self.store = Store.open(self.out_dir, create=create, clock=clock)
+        self.breakers = BreakerRegistry(clock, store=SqliteBreakerStore(self.store),
+                                        default_config=self.options.breaker)
+        self.breakers.add_listener(self._on_breaker)
+        self._executor = executor
+        self._own_executor = executor is None
+        self._lock = threading.Lock()
+        self._run: BatchRun | None = None
+
+    # -- plumbing -----------------------------------------------------------------
+    @property
+    def executor(self) -> StageExecutor:
+        with self._lock:
+            if self._executor is None:
+                self._executor = ProcessExecutor(self.options.workers)
+            return self._executor
+
+    def _on_breaker(self, name, old, new, snapshot) -> None:
+        self.bus.publish(ev.BreakerChanged(name, getattr(old, "value", str(old)), getattr(new, "value", str(new)),
+                                           snapshot.to_dict() if hasattr(snapshot, "to_dict") else {}))
+
+    def close(self) -> None:
+        run = self._run
+        if run is not None and not run.finished.is_set():
+            run.pause("closing")
+            run.finished.wait(30)
+        if self._own_executor and self._executor is not None:
+            self._executor.shutdown()
+        self.store.checkpoint()
+        self.store.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- queueing -----------------------------------------------------------------
+    def add_paths(self, paths: Iterable[str | os.PathLike], config: Any, *, batch_id: int | None = None,
+                  cancel: CancelToken | None = None) -> AddResult:
+        """Scan files and folders and queue every audio file found (slow for big folders: not on a GUI thread)."""
+        paths = [os.fspath(p) for p in paths]
+        result = scan(paths, exclude=[self.out_dir], cancel=cancel)
+        if batch_id is None:
+            batch_id = self.store.create_batch({"pipeline": self.pipeline.config_to_dict(config)}, paths)
+        specs = [JobSpec(input_path=f.path, song_id=_provisional_id(f.path), size_bytes=f.size, mtime=f.mtime)
+                 for f in result.files]
+        job_ids = self.store.add_jobs(batch_id, specs)
+        skipped = [(s.path, s.reason) for s in result.skipped]
+        skipped += [(p, f"same content as {display_path(orig)}") for p, orig in result.duplicates]
+        if skipped:
+            skip_ids = self.store.add_jobs(batch_id, [JobSpec(input_path=p, song_id=_provisional_id(p))
+                                                      for p, _ in skipped])
+            for job_id, (_, reason) in zip(skip_ids, skipped):
+                self.store.mark_job_skipped(job_id, reason)
+        for job_id, f in zip(job_ids, result.files):
+            self.bus.publish(ev.JobQueued(batch_id, job_id, f.path, _provisional_id(f.path)))
+        return AddResult(batch_id, job_ids, skipped, list(result.duplicates))
+
+    # -- running ------------------------------------------------------------------
+    def start(self, batch_id: int) -> "BatchRun":
+        """Prepare a run of ``batch_id`` (after a crash: jobs left running go back to pending)."""
+        with self._lock:
+            if self._run is not None and not self._run.finished.is_set():
+                raise RuntimeError(f"batch {self._run.batch_id} is still running in {self.out_dir}")
+            batch = self.store.get_batch(batch_id)
+            recovered = self.store.recover_interrupted(batch_id)
+            config = dict(batch.config.get("pipeline") or {})
+            availability = dict(self.pipeline.availability())
+            deps = RunnerDeps(
+                store=self.store, out_dir=self.out_dir, stages=self.pipeline.stages, config=config,
+                fingerprint=lambda stage: self.pipeline.fingerprint(config, stage),
+                executor=None, breakers=self.breakers, retry=self.options.retry,  # executor set below
+                timeouts=AdaptiveTimeout(self.options.timeouts), bus=self.bus, availability=availability,
+                max_crashes=self.options.max_crashes, keep_work_files=self.options.keep_work_files,
+                clock=self.clock)
+            self._run = BatchRun(self, batch_id, deps, resumed=batch.status is not BatchStatus.RUNNING
+                                 or recovered.jobs > 0)
+            return self._run
+
+    def run(self, batch_id: int, *, workers: int | None = None) -> BatchSummary:
+        """Run ``batch_id`` to its end (or until paused/cancelled) with supervisor threads; blocking."""
+        run = self.start(batch_id)
+        n = workers or self.options.workers
+        with ThreadPoolExecutor(max_workers=n, thread_name_prefix="stave-supervisor") as pool:
+            for _ in range(n):
+                pool.submit(run.work)
+        run.finished.wait()
+        return run.summary()
+
+    @property
+    def current_run(self) -> "BatchRun | None":
+        return self._run
+
+    # -- control ------------------------------------------------------------------
+    def pause(self, reason: str = "paused") -> None:
+        if self._run is not None:
+            self._run.pause(reason)
+
+    def cancel(self) -> None:
+        if self._run is not None:
+            self._run.cancel()
+
+    def cancel_job(self, job_id: int) -> None:
+        if self._run is not None:
+            self._run.cancel_job(job_id)
+
+    def retry_failed(self, batch_id: int) -> int:
+        """Failed and quarantined jobs go back to the queue (crash counts cleared)."""
+        jobs = self.store.jobs(batch_id, (JobStatus.FAILED, JobStatus.QUARANTINED, JobStatus.CANCELLED))
+        for job in jobs:
+            self.store.reset_job(job.id, clear_crashes=True)
+        return len(jobs)
+
+    def rerun_degraded(self, batch_id: int) -> int:
+        """Degraded jobs run again from their first degraded stage (do it once the dependency is healthy)."""
+        names = self.pipeline.stage_names
+        n = 0
+        for job in self.store.jobs(batch_id, JobStatus.DONE):
+            if not job.degraded:
+                continue
+            first = next((r.stage for r in sorted(self.store.stages(job.id), key=lambda r: names.index(r.stage)
+                                                  if r.stage in names else len(names)) if r.degraded), None)
+            self.store.reset_stages_from(job.id, first or names[0], stage_order=names)
+            n += 1
+        return n
+
+    def rerun_from(self, job_ids: Iterable[int], stage: str) -> int:
+        return self.store.reset_stages_from(list(job_ids), stage, stage_order=self.pipeline.stage_names)
+
+    def summary(self, batch_id: int, elapsed_s: float = 0.0, pause_reason: str = "") -> BatchSummary:
+        batch = self.store.get_batch(batch_id)
+        failed, degraded = [], []
+        for job in self.store.jobs(batch_id, (JobStatus.FAILED, JobStatus.QUARANTINED, JobStatus.DONE)):
+            if job.status is JobStatus.DONE:
+                if job.degraded:
+                    degraded.append({"path": job.input_path, "reasons": list(job.degraded_reasons)})
+                continue
+            failed.append({"path": job.input_path, "stage": job.error_stage, "status": job.status.value,
+                           "kind": job.error_kind.value if job.error_kind else "", "reason": job.error_reason,
+                           "suggestion": job.error_suggestion})
+        return BatchSummary(batch_id, batch.status, self.store.counts(batch_id), failed, degraded, elapsed_s,
+                            pause_reason)
+
+
+def _provisional_id(path: str) -> str:
+    """Until ingest knows the content hash, a job is named after its file."""
+    from core.fsutil import safe_stem
+
+    return safe_stem(path) or "song"
+
+
+class BatchRun:
+    """One run of one batch. Thread-safe; ``work()`` may be called from several threads."""
+
+    def __init__(self, engine: Engine, batch_id: int, deps: RunnerDeps, *, resumed: bool):
+        self.engine = engine
+        self.batch_id = batch_id
+        self.deps = deps
+        self.resumed = resumed
+        self.token = CancelToken()
+        self.finished = threading.Event()
+        self._lock = threading.Lock()
+        self._queue: deque[int] = deque(j.id for j in engine.store.jobs(batch_id, JobStatus.PENDING))
+        self._job_tokens: dict[int, CancelToken] = {}
+        self._running: dict[int, str] = {}
+        self._workers = 0
+        self._started = False
+        self._stop_status: BatchStatus | None = None
+        self.pause_reason = ""
+        self.t0 = engine.clock.monotonic()
+        counts = engine.store.counts(batch_id)
+        self.total = sum(counts.values())
+        self.done = counts[JobStatus.DONE.value] + counts[JobStatus.SKIPPED.value]
+        self.failed = counts[JobStatus.FAILED.value] + counts[JobStatus.QUARANTINED.value]
+        self.audio_done = 0.0
+        self._done_this_run = 0
+        self._unsub = engine.bus.subscribe(self._track_stage, ev.StageStarted)
+
+    # -- control ------------------------------------------------------------------
+    def pause(self, reason: str = "paused") -> None:
+        self._stop(BatchStatus.PAUSED, reason)
+
+    def cancel(self) -> None:
+        self._stop(BatchStatus.CANCELLED, "cancelled")
+
+    def _stop(self, status: BatchStatus, reason: str) -> None:
+        with self._lock:
+            if self._stop_status is None:
+                self._stop_status = status
+                self.pause_reason = reason
+        self.token.cancel(reason)
+
+    def cancel_job(self, job_id: int) -> None:
+        with self._lock:
+            if job_id in self._queue:
+                self._queue.remove(job_id)
+                self.engine.store.mark_job_cancelled(job_id)
+                return
+            token = self._job_tokens.get(job_id)
+        if token is not None:
+            token.cancel("job cancelled")
+
+    @property
+    def stopping(self) -> bool:
+        return self.token.is_set()
+
+    # -- the supervisor loop ----------------------------------------------------------
+    def work(self) -> None:
+        """Claim and run jobs until the queue is empty or the run is stopped."""
+        with self._lock:
+            self._workers += 1
+            first = not self._started
+            self._started = True
+        if first:
+            self.engine.store.set_batch_status(self.batch_id, BatchStatus.RUNNING)
+            self.engine.bus.publish(ev.BatchStarted(self.batch_id, self.total, self.resumed))
+            if self.deps.executor is None:
+                self.deps.executor = self.engine.executor
+        try:
+            runner = JobRunner(self.deps)
+            while not self.token.is_set():
+                with self._lock:
+                    if not self._queue:
+                        break
+                    job_id = self._queue.popleft()
+                    token = CancelToken(parent=self.token)
+                    self._job_tokens[job_id] = token
+                    self._running[job_id] = ""
+                job = self.engine.store.job(job_id)
+                try:
+                    outcome = runner.run(job, token)
+                except Exception as exc:  # a bug in the engine itself: record it, go on with the batch
+                    log.exception("the engine failed on job %s", job_id)
+                    self.engine.store.mark_job_failed(job_id, classify(exc))
+                    outcome = JobOutcome(job_id, JobStatus.FAILED)
+                self._account(job_id, token, outcome)
+        finally:
+            with self._lock:
+                self._workers -= 1
+                last = self._workers == 0
+            if last:
+                self._finish()
+
+    def _account(self, job_id: int, token: CancelToken, outcome: JobOutcome) -> None:
+        with self._lock:
+            self._job_tokens.pop(job_id, None)
+            self._running.pop(job_id, None)
+            if outcome.status is JobStatus.DONE:
+                self.done += 1
+                self._done_this_run += 1
+                self.audio_done += outcome.audio_s
+            elif outcome.status in (JobStatus.FAILED, JobStatus.QUARANTINED):
+                self.failed += 1
+            elif outcome.status is JobStatus.PENDING and token.is_set() and not self.token.is_set():
+                self.engine.store.mark_job_cancelled(job_id)  # this one job was cancelled
+        if outcome.fatal:
+            self.pause(f"{outcome.error.reason}. {outcome.error.suggestion}")
+        self.engine.bus.publish(self.progress())
+
+    def _track_stage(self, e: ev.StageStarted) -> None:
+        with self._lock:
+            if e.job_id in self._running:
+                self._running[e.job_id] = e.stage
+
+    def progress(self) -> ev.Progress:
+        with self._lock:
+            elapsed = self.engine.clock.monotonic() - self.t0
+            remaining = self.total - self.done - self.failed
+            eta = (elapsed / self._done_this_run * remaining) if self._done_this_run else None
+            return ev.Progress(self.batch_id, self.done, self.failed, self.total, self.audio_done, eta,
+                               tuple(sorted(self._running.items())))
+
+    def _finish(self) -> None:
+        store = self.engine.store
+        with self._lock:
+            stop = self._stop_status
+        pending = store.counts(self.batch_id)[JobStatus.PENDING.value]
+        if stop is BatchStatus.CANCELLED:
+            for job in store.jobs(self.batch_id, JobStatus.PENDING):
+                store.mark_job_cancelled(job.id)
+            status = BatchStatus.CANCELLED
+        elif stop is BatchStatus.PAUSED or pending:
+            status = BatchStatus.PAUSED
+        else:
+            status = BatchStatus.FINISHED
+        store.set_batch_status(self.batch_id, status, notes=self.pause_reason or None)
+        try:
+            from core.engine.datasets import rebuild_datasets
+
+            rebuild_datasets(store, self.engine.out_dir)
+        except ImportError:
+            pass
+        except Exception:
+            log.exception("could not rebuild the batch datasets in %s", self.engine.out_dir)
+        store.checkpoint()
+        self._unsub()
+        elapsed = self.engine.clock.monotonic() - self.t0
+        if status is BatchStatus.PAUSED:
+            self.engine.bus.publish(ev.BatchPaused(self.batch_id, self.pause_reason))
+        self.engine.bus.publish(ev.BatchFinished(self.batch_id, status.value, store.counts(self.batch_id), elapsed))
+        self.finished.set()
+
+    def summary(self) -> BatchSummary:
+        return self.engine.summary(self.batch_id, self.engine.clock.monotonic() - self.t0, self.pause_reason)

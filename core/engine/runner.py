@@ -1,0 +1,269 @@
+"""Runs one job through its stages, with the policies around each attempt.
+
+Policy order around a stage attempt, outermost first (DESIGN.md):
+fallback -> retry -> circuit breaker -> timeout -> worker process.
+
+A stage whose artifacts from an earlier run still verify (same stage version,
+same config fingerprint, every file present with its recorded hash) is not run
+again; once one stage runs, every later stage of the job runs too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import shutil
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+from core.engine import events as ev
+from core.engine.executor import StageExecutor
+from core.engine.stagegraph import BackendPlan, StageContext, StageOutput, StageSpec, run_stage_in_worker
+from core.engine.store import Store
+from core.engine.store_manifest import verify_manifest
+from core.engine.store_rows import JobRow, JobStatus
+from core.resilience.breaker_registry import BreakerRegistry
+from core.resilience.cancel import CancelToken
+from core.resilience.clock import SYSTEM_CLOCK, Clock
+from core.resilience.errors import ErrorInfo, ErrorKind, Severity, StaveError, classify
+from core.resilience.fallback import Fallback
+from core.resilience.retry import RetryConfig, RetryPolicy
+from core.resilience.timeouts import AdaptiveTimeout
+
+log = logging.getLogger(__name__)
+
+
+class Quarantined(StaveError):
+    """This file crashed or hung its worker too often: it is set aside, not retried."""
+
+    kind = ErrorKind.WORKER_CRASH
+    retryable = False
+
+
+def engine_classify(exc: BaseException) -> ErrorInfo:
+    """``classify``, honouring an exception's own ``retryable = False`` (open breakers, quarantine)."""
+    info = classify(exc)
+    if getattr(exc, "retryable", None) is False and info.retryable:
+        info = dataclasses.replace(info, retryable=False)
+    return info
+
+
+@dataclass
+class JobOutcome:
+    job_id: int
+    status: JobStatus  # DONE, FAILED, QUARANTINED, or PENDING when cancelled/paused
+    error: ErrorInfo | None = None
+    stage: str | None = None
+    degraded_reasons: tuple[str, ...] = ()
+    elapsed_s: float = 0.0
+    audio_s: float = 0.0
+    ran_stages: tuple[str, ...] = ()  # stages actually run (not skipped as still valid)
+    fatal: bool = False  # the batch cannot go on (e.g. disk full)
+
+
+@dataclass
+class RunnerDeps:
+    """What a JobRunner needs; built once per batch run."""
+
+    store: Store
+    out_dir: str
+    stages: Sequence[StageSpec]
+    config: Mapping[str, Any]  # the batch's PipelineConfig.to_dict()
+    fingerprint: Callable[[str], str]  # stage name -> config fingerprint
+    executor: StageExecutor
+    breakers: BreakerRegistry
+    retry: RetryConfig
+    timeouts: AdaptiveTimeout
+    bus: ev.EventBus
+    availability: Mapping[str, Any] = field(default_factory=dict)
+    max_crashes: int = 2
+    keep_work_files: bool = False
+    clock: Clock = SYSTEM_CLOCK
+
+
+class JobRunner:
+    def __init__(self, deps: RunnerDeps):
+        self.d = deps
+
+    # -- helpers ----------------------------------------------------------------
+    def work_dir(self, job_id: int) -> str:
+        return os.path.join(self.d.out_dir, ".stave", "work", f"job-{job_id}")
+
+    def _still_valid(self, job_id: int, spec: StageSpec, fingerprint: str) -> bool:
+        row = self.d.store.stage_row(job_id, spec.name)
+        return (row is not None and row.status.completed and row.stage_version == spec.version
+                and row.config_fingerprint == fingerprint and verify_manifest(self.d.out_dir, row.manifest))
+
+    def _timeout_for(self, spec: StageSpec, backend: str, audio_s: float | None) -> float | None:
+        fixed = float((self.d.config.get("stage_timeouts") or {}).get(spec.timeout_key or spec.name, 0) or 0)
+        if fixed > 0:
+            return fixed
+        key = f"{spec.name}:{backend}" if backend else spec.name
+        samples = [(r.elapsed_s, r.audio_s) for r in self.d.store.durations(key) if r.audio_s]
+        return self.d.timeouts.timeout_for(audio_s or 0.0, samples)
+
+    def _stage_states(self, job_id: int) -> dict[str, dict]:
+        out = {}
+        for row in self.d.store.stages(job_id):
+            out[row.stage] = {"status": row.status.value, "version": row.stage_version,
+                              "degraded": row.degraded, "reason": row.degraded_reason or row.error_reason,
+                              "elapsed_s": row.elapsed_s}
+        return out
+
+    # -- one stage ----------------------------------------------------------------
+    def _attempts(self, job: JobRow, spec: StageSpec, ctx: StageContext, backend: str, cancel: CancelToken,
+                  audio_s: float | None) -> tuple[StageOutput, float, str]:
+        """retry -> breaker -> timeout -> worker, for one backend."""
+        d = self.d
+        breaker_name = spec.breakers.get(backend)
+        breaker = d.breakers.get(breaker_name) if breaker_name else None
+        ctx = dataclasses.replace(ctx, backend=backend)
+
+        def once() -> tuple[StageOutput, float, str]:
+            cancel.raise_if_cancelled()
+            permit = breaker.acquire() if breaker is not None else None
+            timeout_s = self._timeout_for(spec, backend, audio_s)
+            attempt_id = d.store.begin_stage_attempt(job.id, spec.name)
+            d.bus.publish(ev.StageStarted(job.id, spec.name, d.store.stage_row(job.id, spec.name).attempts, timeout_s))
+            t0 = d.clock.monotonic()
+            try:
+                out = d.executor.run(run_stage_in_worker, (spec.fn, ctx), timeout_s=timeout_s, cancel=cancel)
+            except BaseException as exc:
+                elapsed = d.clock.monotonic() - t0
+                info = engine_classify(exc)
+                if breaker is not None:
+                    if info.counts_for_breaker and info.kind is not ErrorKind.CANCELLED:
+                        breaker.record_failure(permit, info, elapsed)
+                    else:
+                        breaker.release(permit)
+                d.store.fail_stage(job.id, spec.name, info, elapsed_s=elapsed, attempt_id=attempt_id)
+                if info.kind in (ErrorKind.WORKER_CRASH, ErrorKind.TIMEOUT):
+                    crashes = d.store.record_crash(job.id)
+                    if crashes >= d.max_crashes:
+                        raise Quarantined(
+                            f"{info.reason} ({crashes} times on this file: set aside)", kind=info.kind,
+                            suggestion="The file may be hostile to the decoder or too long for the timeout; "
+                                       "check it, then use 'Retry failed' to try again.",
+                        ) from exc
+                raise
+            elapsed = d.clock.monotonic() - t0
+            if breaker is not None:
+                breaker.record_success(permit, elapsed)
+            return out, elapsed, str(attempt_id)
+
+        def on_retry(attempt: int, delay: float, info: ErrorInfo) -> None:
+            d.bus.publish(ev.StageRetrying(job.id, spec.name, attempt, delay, info.kind.value, info.reason))
+
+        policy = RetryPolicy(d.retry, clock=d.clock, classifier=engine_classify, on_retry=on_retry)
+        return policy.call(once, cancel=cancel)
+
+    def _run_stage(self, job: JobRow, spec: StageSpec, ctx: StageContext, plan: BackendPlan, cancel: CancelToken,
+                   audio_s: float | None) -> tuple[StageOutput, float, bool, str, str]:
+        """The stage with its fallback: (output, elapsed, degraded, reason, backend used)."""
+        if not plan.fallback or plan.fallback == plan.primary:
+            ctx = dataclasses.replace(ctx, degraded_reason=plan.degraded_reason)
+            out, elapsed, _ = self._attempts(job, spec, ctx, plan.primary, cancel, audio_s)
+            reason = plan.degraded_reason or out.reason
+            return out, elapsed, bool(plan.degraded_reason) or out.degraded, reason, plan.primary
+
+        fb = Fallback(
+            lambda: self._attempts(job, spec, ctx, plan.primary, cancel, audio_s),
+            lambda: self._attempts(job, spec, ctx, plan.fallback, cancel, audio_s),
+            classifier=engine_classify, primary_name=plan.primary, alternative_name=plan.fallback,
+        )
+        result = fb.call()
+        out, elapsed, _ = result.value
+        if result.degraded:
+            reason = f"{plan.primary} failed ({result.error.reason}); used {plan.fallback}"
+            return out, elapsed, True, reason, plan.fallback
+        return out, elapsed, out.degraded, out.reason, plan.primary
+
+    # -- one job ------------------------------------------------------------------
+    def run(self, job: JobRow, cancel: CancelToken) -> JobOutcome:
+        d = self.d
+        t_job = d.clock.monotonic()
+        d.store.mark_job_started(job.id)
+        d.bus.publish(ev.JobStarted(job.id, job.input_path))
+        work_dir = self.work_dir(job.id)
+        os.makedirs(work_dir, exist_ok=True)
+        song_id = job.song_id
+        audio_s = job.audio_duration_s
+        degraded: list[str] = []
+        ran: list[str] = []
+        upstream_ran = False
+        outcome = JobOutcome(job.id, JobStatus.DONE)
+
+        for spec in d.stages:
+            fingerprint = d.fingerprint(spec.name)
+            if not upstream_ran and self._still_valid(job.id, spec, fingerprint):
+                row = d.store.stage_row(job.id, spec.name)
+                if row.degraded:
+                    degraded.append(f"{spec.name}: {row.degraded_reason}")
+                d.bus.publish(ev.StageFinished(job.id, spec.name, row.elapsed_s or 0.0, skipped=True))
+                continue
+            upstream_ran = True
+            if not spec.is_enabled(d.config):
+                d.store.skip_stage(job.id, spec.name, spec.skip_reason or "switched off",
+                                   stage_version=spec.version, fingerprint=fingerprint)
+                continue
+            plan = spec.plan_for(d.config, d.availability)
+            facts = {"audio_duration_s": audio_s, "stages": self._stage_states(job.id)}
+            ctx = StageContext(job_id=job.id, stage=spec.name, input_path=job.input_path, out_dir=d.out_dir,
+                               work_dir=work_dir, song_id=song_id, config=d.config, facts=facts)
+            try:
+                out, elapsed, is_degraded, reason, backend = self._run_stage(job, spec, ctx, plan, cancel, audio_s)
+            except BaseException as exc:  # noqa: BLE001 - every failure is classified and recorded
+                info = engine_classify(exc)
+                return self._job_failed(job, spec.name, info, exc, t_job, ran)
+            ran.append(spec.name)
+            d.store.finish_stage(job.id, spec.name, manifest=out.artifacts, stage_version=spec.version,
+                                 fingerprint=fingerprint, degraded=is_degraded, reason=reason, elapsed_s=elapsed)
+            key = f"{spec.name}:{backend}" if backend else spec.name
+            d.store.record_duration(key, elapsed, audio_s)
+            if out.facts.get("song_id") and out.facts["song_id"] != song_id:
+                song_id = out.facts["song_id"]
+                d.store.update_job_facts(job.id, song_id=song_id, content_hash=out.facts.get("content_hash", ""),
+                                         audio_duration_s=out.facts.get("audio_duration_s"))
+            if out.facts.get("audio_duration_s"):
+                audio_s = float(out.facts["audio_duration_s"])
+            if is_degraded:
+                degraded.append(f"{spec.name}: {reason}")
+                d.bus.publish(ev.StageDegraded(job.id, spec.name, reason))
+            d.bus.publish(ev.StageFinished(job.id, spec.name, elapsed))
+
+        d.store.mark_job_finished(job.id, degraded_reasons=degraded, audio_duration_s=audio_s)
+        if not d.keep_work_files:
+            shutil.rmtree(work_dir, ignore_errors=True)
+        outcome.degraded_reasons = tuple(degraded)
+        outcome.elapsed_s = d.clock.monotonic() - t_job
+        outcome.audio_s = audio_s or 0.0
+        outcome.ran_stages = tuple(ran)
+        d.bus.publish(ev.JobFinished(job.id, job.input_path, outcome.elapsed_s, bool(degraded), tuple(degraded)))
+        return outcome
+
+    def _job_failed(self, job: JobRow, stage: str, info: ErrorInfo, exc: BaseException, t_job: float,
+                    ran: list[str]) -> JobOutcome:
+        d = self.d
+        elapsed = d.clock.monotonic() - t_job
+        if info.kind is ErrorKind.CANCELLED or info.severity is Severity.FATAL:
+            # Not the file's fault: the job goes back to pending and runs again on resume.
+            d.store.reset_job(job.id)
+            if info.kind is not ErrorKind.CANCELLED:
+                d.bus.publish(ev.JobFailed(job.id, job.input_path, stage, info.kind.value, info.reason,
+                                           info.suggestion))
+            return JobOutcome(job.id, JobStatus.PENDING, info, stage, elapsed_s=elapsed, ran_stages=tuple(ran),
+                              fatal=info.severity is Severity.FATAL)
+        quarantined = isinstance(exc, Quarantined)
+        if quarantined:
+            d.store.mark_job_quarantined(job.id, info, stage=stage)
+        else:
+            d.store.mark_job_failed(job.id, info, stage=stage)
+        if info.kind is ErrorKind.BUG:
+            log.error("bug in stage %s on %s", stage, job.input_path, exc_info=exc)
+        else:
+            log.warning("%s failed at %s: %s (%s)", job.input_path, stage, info.reason, info.kind.value)
+        d.bus.publish(ev.JobFailed(job.id, job.input_path, stage, info.kind.value, info.reason, info.suggestion,
+                                   quarantined))
+        return JobOutcome(job.id, JobStatus.QUARANTINED if quarantined else JobStatus.FAILED, info, stage,
+                          elapsed_s=elapsed, ran_stages=tuple(ran))

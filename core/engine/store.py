@@ -1,0 +1,477 @@
+"""The checkpoint store: batches, jobs, stages, attempts, breakers, durations.
+
+One SQLite database per output folder (``OUT/.stave/state.db``, WAL mode),
+so a batch resumes from its folder alone. One connection per :class:`Store`,
+shared by threads under a lock; every write is one ``BEGIN IMMEDIATE ...
+COMMIT`` transaction, so writers from other processes wait (busy timeout)
+instead of failing with "database is locked". Only the supervisor writes.
+
+A stage is done when its artifacts were written atomically and
+:meth:`Store.finish_stage` recorded the "done" row with their hashes, in one
+transaction. Resume: :meth:`Store.recover_interrupted`, then run every job
+that is not finished, skipping stages whose manifest still verifies
+(:func:`verify_manifest`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from contextlib import contextmanager
+from typing import Iterable, Iterator, Mapping, Sequence
+
+from core.engine.store_manifest import Artifact, artifact_for, manifest_problems, manifest_to_json, verify_manifest
+from core.engine.store_rows import (
+    ATTEMPT_COLUMNS, BATCH_COLUMNS, JOB_COLUMNS, STAGE_COLUMNS, UNFINISHED_BATCH, AttemptRow, BatchRow,
+    BatchStatus, DurationRow, JobRow, JobSpec, JobStatus, Outcome, Recovered, StageRow, StageStatus,
+    attempt_from_sql, batch_from_sql, job_from_sql, job_status_values, path_to_text, stage_from_sql,
+)
+from core.engine.store_schema import SCHEMA_VERSION, StoreError, connect, store_path
+from core.resilience.clock import SYSTEM_CLOCK, Clock
+from core.resilience.errors import ErrorInfo, ErrorKind
+
+__all__ = [
+    "Store", "StoreError", "SqliteBreakerStore", "JobSpec", "JobRow", "BatchRow", "StageRow", "AttemptRow",
+    "DurationRow", "Artifact", "Recovered", "BatchStatus", "JobStatus", "StageStatus", "Outcome",
+    "verify_manifest", "manifest_problems", "artifact_for", "store_path", "SCHEMA_VERSION",
+]
+
+#: What :meth:`Store.update_job_facts` may set.
+JOB_FACTS = frozenset({"song_id", "content_hash", "size_bytes", "mtime", "audio_duration_s"})
+
+
+def _translate(exc: sqlite3.Error) -> StoreError:
+    text = str(exc)
+    if "full" in text:
+        return StoreError(f"the checkpoint store could not be written: {text}", kind=ErrorKind.DISK_FULL,
+                          suggestion="Free space on the output drive, then resume the batch.")
+    if isinstance(exc, sqlite3.IntegrityError):  # a caller named a batch or job that does not exist
+        return StoreError(f"the checkpoint store refused a write: {text}", kind=ErrorKind.BUG)
+    return StoreError(f"the checkpoint store failed: {text}",
+                      suggestion="Check the output folder (disk, permissions); the batch can be resumed.")
+
+
+class Store:
+    """The checkpoint store of one output folder. Use :meth:`open`; thread-safe."""
+
+    def __init__(self, conn: sqlite3.Connection, out_dir: str, *, clock: Clock = SYSTEM_CLOCK,
+                 keep_durations: int = 200):
+        if keep_durations < 1:
+            raise ValueError("keep_durations must be at least 1")
+        self._conn: sqlite3.Connection | None = conn
+        self.out_dir = out_dir
+        self.path = store_path(out_dir)
+        self._clock = clock
+        self._keep = keep_durations
+        self._lock = threading.RLock()
+        self._in_tx = False
+
+    @classmethod
+    def open(cls, out_dir: str | os.PathLike | bytes, *, create: bool = True, clock: Clock = SYSTEM_CLOCK,
+             keep_durations: int = 200) -> "Store":
+        """Open the store of ``out_dir`` (creating it when ``create``); :class:`StoreError` if unusable."""
+        return cls(connect(out_dir, create=create), os.fsdecode(out_dir), clock=clock,
+                   keep_durations=keep_durations)
+
+    # -- plumbing -------------------------------------------------------------
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError(f"the store {self.path} is closed", kind=ErrorKind.BUG)
+        return self._conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE ... COMMIT`` transaction (joined when already inside one)."""
+        with self._lock:
+            conn = self._connection()
+            if self._in_tx:
+                yield conn
+                return
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise _translate(exc) from exc
+            self._in_tx = True
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                try:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                except sqlite3.Error:  # the original error says more; SQLite undoes it on the next open
+                    pass
+                if isinstance(exc, sqlite3.Error):
+                    raise _translate(exc) from exc
+                raise
+            finally:
+                self._in_tx = False
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Group several writes (e.g. finish the last stage and the job) into one transaction: all or none."""
+        with self._write():
+            yield
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                yield self._connection()
+            except sqlite3.Error as exc:
+                raise _translate(exc) from exc
+
+    def _now(self) -> float:
+        return self._clock.wall()
+
+    @property
+    def schema_version(self) -> int:
+        with self._read() as conn:
+            return conn.execute("PRAGMA user_version").fetchone()[0]
+
+    def checkpoint(self) -> bool:
+        """Fold the WAL into the database file and truncate it (when a batch ends). False if readers blocked it."""
+        with self._read() as conn:
+            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        return busy == 0
+
+    def close(self) -> None:
+        with self._lock:
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    # -- batches --------------------------------------------------------------
+    def create_batch(self, config: Mapping, inputs: Iterable[str | bytes | os.PathLike], *, notes: str = "") -> int:
+        """A new running batch; ``config`` must be JSON-serialisable."""
+        config_json = json.dumps(dict(config), sort_keys=True)
+        inputs_json = json.dumps([path_to_text(p) for p in inputs])
+        now = self._now()
+        with self._write() as conn:
+            cur = conn.execute("INSERT INTO batches (created_at, updated_at, status, config_json, inputs_json, notes) "
+                               "VALUES (?, ?, 'running', ?, ?, ?)", (now, now, config_json, inputs_json, notes))
+            return cur.lastrowid
+
+    def get_batch(self, batch_id: int) -> BatchRow:
+        with self._read() as conn:
+            r = conn.execute(f"SELECT {BATCH_COLUMNS} FROM batches WHERE id = ?", (batch_id,)).fetchone()
+        if r is None:
+            raise KeyError(f"no batch {batch_id} in {self.path}")
+        return batch_from_sql(r)
+
+    def list_batches(self) -> list[BatchRow]:
+        """Every batch, oldest first."""
+        with self._read() as conn:
+            return [batch_from_sql(r) for r in conn.execute(f"SELECT {BATCH_COLUMNS} FROM batches ORDER BY id")]
+
+    def latest_unfinished_batch(self) -> BatchRow | None:
+        """The newest batch that is running, paused or interrupted (what `stave resume` finishes)."""
+        marks = ",".join("?" * len(UNFINISHED_BATCH))
+        with self._read() as conn:
+            r = conn.execute(f"SELECT {BATCH_COLUMNS} FROM batches WHERE status IN ({marks}) ORDER BY id DESC LIMIT 1",
+                             [s.value for s in UNFINISHED_BATCH]).fetchone()
+        return None if r is None else batch_from_sql(r)
+
+    def set_batch_status(self, batch_id: int, status: BatchStatus | str, *, notes: str | None = None) -> None:
+        status = BatchStatus(status)
+        with self._write() as conn:
+            cur = conn.execute("UPDATE batches SET status = ?, updated_at = ?, notes = COALESCE(?, notes) WHERE id = ?",
+                               (status.value, self._now(), notes, batch_id))
+            if cur.rowcount == 0:
+                raise KeyError(f"no batch {batch_id} in {self.path}")
+
+    # -- jobs -----------------------------------------------------------------
+    def add_jobs(self, batch_id: int, specs: Iterable[JobSpec]) -> list[int]:
+        """Append jobs to a batch in one transaction; their ids, in order."""
+        now = self._now()
+        with self._write() as conn:
+            first = conn.execute("SELECT COALESCE(MAX(position), -1) + 1 FROM jobs WHERE batch_id = ?",
+                                 (batch_id,)).fetchone()[0]
+            rows = [(batch_id, first + i, path_to_text(s.input_path), s.song_id, s.content_hash, s.size_bytes,
+                     s.mtime, s.audio_duration_s, now) for i, s in enumerate(specs)]
+            conn.executemany("INSERT INTO jobs (batch_id, position, input_path, song_id, content_hash, size_bytes, "
+                             "mtime, audio_duration_s, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            return [r[0] for r in conn.execute("SELECT id FROM jobs WHERE batch_id = ? AND position >= ? "
+                                               "ORDER BY position", (batch_id, first))]
+
+    def jobs(self, batch_id: int, status: JobStatus | str | Iterable[JobStatus | str] | None = None) -> list[JobRow]:
+        """The batch's jobs in queue order, optionally only those with the given status(es)."""
+        wanted = job_status_values(status)
+        sql, args = f"SELECT {JOB_COLUMNS} FROM jobs WHERE batch_id = ?", [batch_id]
+        if wanted is not None:
+            sql += f" AND status IN ({','.join('?' * len(wanted))})"
+            args += wanted
+        with self._read() as conn:
+            return [job_from_sql(r) for r in conn.execute(sql + " ORDER BY position", args)]
+
+    def job(self, job_id: int) -> JobRow:
+        with self._read() as conn:
+            r = conn.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        if r is None:
+            raise KeyError(f"no job {job_id} in {self.path}")
+        return job_from_sql(r)
+
+    def counts(self, batch_id: int) -> dict[str, int]:
+        """Jobs per status (every status present, zeros included)."""
+        out = {s.value: 0 for s in JobStatus}
+        with self._read() as conn:
+            for status, n in conn.execute("SELECT status, COUNT(*) FROM jobs WHERE batch_id = ? GROUP BY status",
+                                          (batch_id,)):
+                out[status] = n
+        return out
+
+    def _update_job(self, job_id: int, sets: str, args: Sequence) -> None:
+        with self._write() as conn:
+            if conn.execute(f"UPDATE jobs SET {sets} WHERE id = ?", (*args, job_id)).rowcount == 0:
+                raise KeyError(f"no job {job_id} in {self.path}")
+
+    def mark_job_started(self, job_id: int) -> None:
+        """Running now: one more attempt, the previous error cleared."""
+        self._update_job(job_id, "status = 'running', attempts = attempts + 1, started_at = ?, finished_at = NULL, "
+                                 "error_kind = NULL, error_reason = '', error_suggestion = '', error_stage = NULL",
+                         (self._now(),))
+
+    def mark_job_finished(self, job_id: int, *, degraded_reasons: Sequence[str] = (),
+                          audio_duration_s: float | None = None) -> None:
+        """Done (degraded when any reason is given)."""
+        self._update_job(job_id, "status = 'done', degraded = ?, degraded_json = ?, finished_at = ?, "
+                                 "audio_duration_s = COALESCE(?, audio_duration_s)",
+                         (int(bool(degraded_reasons)), json.dumps(list(degraded_reasons)), self._now(),
+                          audio_duration_s))
+
+    def _end_job(self, job_id: int, status: JobStatus, error: ErrorInfo | None, reason: str, stage: str | None):
+        kind = error.kind.value if error else None
+        self._update_job(job_id, "status = ?, finished_at = ?, error_kind = ?, error_reason = ?, "
+                                 "error_suggestion = ?, error_stage = ?",
+                         (status.value, self._now(), kind, error.reason if error else reason,
+                          error.suggestion if error else "", stage))
+
+    def mark_job_failed(self, job_id: int, error: ErrorInfo, *, stage: str | None = None) -> None:
+        self._end_job(job_id, JobStatus.FAILED, error, "", stage)
+
+    def mark_job_quarantined(self, job_id: int, error: ErrorInfo, *, stage: str | None = None) -> None:
+        """Never run again in this batch (it crashed or hung its worker too often)."""
+        self._end_job(job_id, JobStatus.QUARANTINED, error, "", stage)
+
+    def mark_job_skipped(self, job_id: int, reason: str) -> None:
+        self._end_job(job_id, JobStatus.SKIPPED, None, reason, None)
+
+    def mark_job_cancelled(self, job_id: int) -> None:
+        self._end_job(job_id, JobStatus.CANCELLED, None, "cancelled", None)
+
+    def reset_job(self, job_id: int, *, clear_crashes: bool = False) -> None:
+        """Back to pending (e.g. "retry failed jobs"); its stages keep their results."""
+        self._update_job(job_id, "status = 'pending', started_at = NULL, finished_at = NULL, error_kind = NULL, "
+                                 "error_reason = '', error_suggestion = '', error_stage = NULL, "
+                                 "crash_count = CASE WHEN ? THEN 0 ELSE crash_count END", (int(clear_crashes),))
+
+    def record_crash(self, job_id: int) -> int:
+        """Count one more worker crash or hang on this job; the new count."""
+        with self._write() as conn:
+            self._update_job(job_id, "crash_count = crash_count + 1", ())
+            return conn.execute("SELECT crash_count FROM jobs WHERE id = ?", (job_id,)).fetchone()[0]
+
+    def update_job_facts(self, job_id: int, **facts) -> None:
+        """Set what ingest learnt: song_id, content_hash, size_bytes, mtime, audio_duration_s."""
+        unknown = set(facts) - JOB_FACTS
+        if unknown:
+            raise ValueError(f"update_job_facts: unknown field(s) {sorted(unknown)}")
+        if facts:
+            self._update_job(job_id, ", ".join(f"{k} = ?" for k in facts), tuple(facts.values()))
+
+    # -- stages ---------------------------------------------------------------
+    def stage_row(self, job_id: int, stage: str) -> StageRow | None:
+        """The stage's row, or None when it never started."""
+        with self._read() as conn:
+            r = conn.execute(f"SELECT {STAGE_COLUMNS} FROM stages WHERE job_id = ? AND stage = ?",
+                             (job_id, stage)).fetchone()
+        return None if r is None else stage_from_sql(r)
+
+    def stages(self, job_id: int) -> list[StageRow]:
+        """The job's stage rows, in the order they first started."""
+        with self._read() as conn:
+            rows = conn.execute(f"SELECT {STAGE_COLUMNS} FROM stages WHERE job_id = ? ORDER BY rowid", (job_id,))
+            return [stage_from_sql(r) for r in rows]
+
+    def batch_stages(self, batch_id: int) -> list[StageRow]:
+        """Every stage row of a batch (for `stave status`), by job position then start order."""
+        with self._read() as conn:
+            sql = (f"SELECT {', '.join('s.' + c.strip() for c in STAGE_COLUMNS.split(','))} FROM stages s "
+                   "JOIN jobs j ON j.id = s.job_id WHERE j.batch_id = ? ORDER BY j.position, s.rowid")
+            return [stage_from_sql(r) for r in conn.execute(sql, (batch_id,))]
+
+    def begin_stage_attempt(self, job_id: int, stage: str, attempt: int | None = None,
+                            pid: int | None = None) -> int:
+        """Mark the stage running and log the attempt (``attempt`` defaults to the stored count + 1); its log id."""
+        now = self._now()
+        with self._write() as conn:
+            self._ensure_stage(conn, job_id, stage)
+            if attempt is None:
+                attempt = conn.execute("SELECT attempts + 1 FROM stages WHERE job_id = ? AND stage = ?",
+                                       (job_id, stage)).fetchone()[0]
+            conn.execute("UPDATE stages SET status = 'running', attempts = ?, started_at = ?, finished_at = NULL, "
+                         "elapsed_s = NULL, error_kind = NULL, error_reason = '' WHERE job_id = ? AND stage = ?",
+                         (attempt, now, job_id, stage))
+            cur = conn.execute("INSERT INTO attempts (job_id, stage, attempt, started_at, worker_pid) "
+                               "VALUES (?, ?, ?, ?, ?)", (job_id, stage, attempt, now, pid))
+            return cur.lastrowid
+
+    @staticmethod
+    def _ensure_stage(conn: sqlite3.Connection, job_id: int, stage: str) -> None:
+        conn.execute("INSERT INTO stages (job_id, stage, status) VALUES (?, ?, 'pending') "
+                     "ON CONFLICT (job_id, stage) DO NOTHING", (job_id, stage))
+
+    def _close_attempt(self, conn, job_id: int, stage: str, attempt_id: int | None, outcome: Outcome,
+                       kind: str | None, reason: str, now: float) -> None:
+        if attempt_id is None:
+            r = conn.execute("SELECT MAX(id) FROM attempts WHERE job_id = ? AND stage = ? AND outcome = 'running'",
+                             (job_id, stage)).fetchone()
+            attempt_id = r[0]
+        if attempt_id is not None:
+            conn.execute("UPDATE attempts SET finished_at = ?, outcome = ?, error_kind = ?, reason = ? WHERE id = ?",
+                         (now, outcome.value, kind, reason, attempt_id))
+
+    def finish_stage(self, job_id: int, stage: str, *, manifest: Sequence[Artifact], stage_version: str,
+                     fingerprint: str, degraded: bool = False, reason: str = "", elapsed_s: float | None = None,
+                     attempt_id: int | None = None) -> None:
+        """Record the stage done (or degraded) with its artifacts' hashes, and close its attempt: one transaction.
+
+        Call only after every artifact was written atomically (temp file, fsync, rename, fsync the folder).
+        """
+        status, outcome = ((StageStatus.DEGRADED, Outcome.DEGRADED) if degraded
+                           else (StageStatus.DONE, Outcome.DONE))
+        now = self._now()
+        with self._write() as conn:
+            self._ensure_stage(conn, job_id, stage)
+            conn.execute("UPDATE stages SET status = ?, finished_at = ?, elapsed_s = ?, error_kind = NULL, "
+                         "error_reason = '', manifest_json = ?, stage_version = ?, config_fingerprint = ?, "
+                         "degraded = ?, degraded_reason = ? WHERE job_id = ? AND stage = ?",
+                         (status.value, now, elapsed_s, manifest_to_json(manifest), stage_version, fingerprint,
+                          int(degraded), reason if degraded else "", job_id, stage))
+            self._close_attempt(conn, job_id, stage, attempt_id, outcome, None, reason if degraded else "", now)
+
+    def fail_stage(self, job_id: int, stage: str, error: ErrorInfo, *, elapsed_s: float | None = None,
+                   attempt_id: int | None = None) -> None:
+        """Record a failed attempt. A cancelled one leaves the stage pending (it did not fail)."""
+        cancelled = error.kind is ErrorKind.CANCELLED
+        status = StageStatus.PENDING if cancelled else StageStatus.FAILED
+        outcome = Outcome.CANCELLED if cancelled else Outcome.FAILED
+        now = self._now()
+        with self._write() as conn:
+            self._ensure_stage(conn, job_id, stage)
+            conn.execute("UPDATE stages SET status = ?, finished_at = ?, elapsed_s = ?, error_kind = ?, "
+                         "error_reason = ? WHERE job_id = ? AND stage = ?",
+                         (status.value, now, elapsed_s, error.kind.value, error.reason, job_id, stage))
+            self._close_attempt(conn, job_id, stage, attempt_id, outcome, error.kind.value, error.reason, now)
+
+    def skip_stage(self, job_id: int, stage: str, reason: str, *, stage_version: str = "",
+                   fingerprint: str = "") -> None:
+        """Record a stage that does not apply (e.g. transcription switched off)."""
+        with self._write() as conn:
+            self._ensure_stage(conn, job_id, stage)
+            conn.execute("UPDATE stages SET status = 'skipped', finished_at = ?, error_kind = NULL, error_reason = ?, "
+                         "manifest_json = '[]', stage_version = ?, config_fingerprint = ? "
+                         "WHERE job_id = ? AND stage = ?",
+                         (self._now(), reason, stage_version, fingerprint, job_id, stage))
+
+    def reset_stages_from(self, job_ids: int | Iterable[int], stage: str, *, stage_order: Sequence[str]) -> int:
+        """Re-run from ``stage``: it, every later stage in ``stage_order`` and any stage not in it go back to pending,
+        their results forgotten; the jobs go back to pending. The number of stage rows reset."""
+        if stage not in stage_order:
+            raise ValueError(f"reset_stages_from: {stage!r} is not in stage_order {list(stage_order)}")
+        keep = list(stage_order)[:list(stage_order).index(stage)]
+        ids = [job_ids] if isinstance(job_ids, int) else list(job_ids)
+        sql = ("UPDATE stages SET status = 'pending', attempts = 0, started_at = NULL, finished_at = NULL, "
+               "elapsed_s = NULL, error_kind = NULL, error_reason = '', manifest_json = '[]', degraded = 0, "
+               "degraded_reason = '' WHERE job_id = ?")
+        if keep:
+            sql += f" AND stage NOT IN ({','.join('?' * len(keep))})"
+        n = 0
+        with self._write() as conn:
+            for job_id in ids:
+                n += conn.execute(sql, (job_id, *keep)).rowcount
+                self.reset_job(job_id)
+        return n
+
+    def attempt_log(self, job_id: int, stage: str | None = None) -> list[AttemptRow]:
+        """The job's logged stage attempts, oldest first."""
+        sql, args = f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE job_id = ?", [job_id]
+        if stage is not None:
+            sql, args = sql + " AND stage = ?", args + [stage]
+        with self._read() as conn:
+            return [attempt_from_sql(r) for r in conn.execute(sql + " ORDER BY id", args)]
+
+    def recover_interrupted(self, batch_id: int) -> Recovered:
+        """After a crash: jobs and stages left running go back to pending, their open attempts are logged
+        as interrupted, and a batch left running becomes interrupted. Call before resuming, as the only writer."""
+        now = self._now()
+        in_batch = "job_id IN (SELECT id FROM jobs WHERE batch_id = ?)"
+        with self._write() as conn:
+            attempts = conn.execute(f"UPDATE attempts SET outcome = 'interrupted', finished_at = ?, "
+                                    f"reason = 'Stave stopped while this attempt ran' "
+                                    f"WHERE outcome = 'running' AND {in_batch}", (now, batch_id)).rowcount
+            stages = conn.execute(f"UPDATE stages SET status = 'pending', started_at = NULL "
+                                  f"WHERE status = 'running' AND {in_batch}", (batch_id,)).rowcount
+            jobs = conn.execute("UPDATE jobs SET status = 'pending', started_at = NULL "
+                                "WHERE status = 'running' AND batch_id = ?", (batch_id,)).rowcount
+            conn.execute("UPDATE batches SET status = 'interrupted', updated_at = ? "
+                         "WHERE id = ? AND status = 'running'", (now, batch_id))
+        return Recovered(jobs=jobs, stages=stages, attempts=attempts)
+
+    # -- durations and breakers -------------------------------------------------
+    def record_duration(self, stage: str, elapsed_s: float, audio_s: float | None = None) -> None:
+        """Remember how long a stage took (for adaptive timeouts); only the newest ``keep_durations`` stay."""
+        with self._write() as conn:
+            conn.execute("INSERT INTO durations (stage, elapsed_s, audio_s, recorded_at) VALUES (?, ?, ?, ?)",
+                         (stage, elapsed_s, audio_s, self._now()))
+            conn.execute("DELETE FROM durations WHERE stage = ? AND id <= (SELECT id FROM durations WHERE stage = ? "
+                         "ORDER BY id DESC LIMIT 1 OFFSET ?)", (stage, stage, self._keep))
+
+    def durations(self, stage: str, limit: int | None = None) -> list[DurationRow]:
+        """The stage's newest recorded durations (up to ``limit``), oldest first."""
+        with self._read() as conn:
+            rows = conn.execute("SELECT stage, elapsed_s, audio_s, recorded_at FROM durations WHERE stage = ? "
+                                "ORDER BY id DESC LIMIT ?", (stage, -1 if limit is None else limit)).fetchall()
+        return [DurationRow(*r) for r in reversed(rows)]
+
+    def load_breaker(self, name: str) -> dict | None:
+        with self._read() as conn:
+            r = conn.execute("SELECT state_json FROM breakers WHERE name = ?", (name,)).fetchone()
+        return None if r is None else json.loads(r[0])
+
+    def save_breaker(self, name: str, state: Mapping) -> None:
+        text = json.dumps(dict(state), sort_keys=True)
+        with self._write() as conn:
+            conn.execute("INSERT INTO breakers (name, state_json, updated_at) VALUES (?, ?, ?) "
+                         "ON CONFLICT (name) DO UPDATE SET state_json = excluded.state_json, "
+                         "updated_at = excluded.updated_at", (name, text, self._now()))
+
+    def breakers(self) -> dict[str, dict]:
+        """Every persisted breaker state, by name."""
+        with self._read() as conn:
+            rows = conn.execute("SELECT name, state_json FROM breakers ORDER BY name")
+            return {name: json.loads(text) for name, text in rows}
+
+
+class SqliteBreakerStore:
+    """The breaker registry's persistence (``load(name)`` / ``save(name, state)``) on a :class:`Store`."""
+
+    def __init__(self, store: Store):
+        self._store = store
+
+    def load(self, name: str) -> dict | None:
+        return self._store.load_breaker(name)
+
+    def save(self, name: str, state: dict) -> None:
+        self._store.save_breaker(name, state)
+
+    def all(self) -> dict[str, dict]:
+        return self._store.breakers()

@@ -1,0 +1,187 @@
+"""The engine end to end over a small stage graph, with real worker processes."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from core.engine import events as ev
+from core.engine.batch import Engine, EngineOptions
+from core.engine.executor import ProcessExecutor
+from core.engine.store_rows import BatchStatus, JobStatus
+from core.resilience.breaker import BreakerConfig
+from core.resilience.retry import RetryConfig
+from tests.core.engine import teststages
+
+
+@pytest.fixture(scope="module")
+def executor():
+    ex = ProcessExecutor(max_workers=2, grace_s=2.0)
+    yield ex
+    ex.shutdown()
+
+
+def _wav(folder, name, seed=0):
+    rng = np.random.default_rng(seed)
+    path = folder / name
+    sf.write(path, (rng.standard_normal(800) * 0.1).astype(np.float32), 8000)
+    return path
+
+
+def _engine(out, executor, clock, *, threshold=2, **opts):
+    options = EngineOptions(workers=2, retry=RetryConfig(max_attempts=3, base_delay_s=0.01, max_delay_s=0.02),
+                            breaker=BreakerConfig(failure_threshold=threshold, cooldown_s=60), **opts)
+    bus = ev.EventBus()
+    events: list = []
+    bus.subscribe(events.append)
+    engine = Engine(out, teststages.pipeline(), options, bus=bus, clock=clock, executor=executor)
+    return engine, events
+
+
+def test_good_files_run_to_the_end(tmp_path, executor, clock):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i in range(3):
+        _wav(inputs, f"take{i}.wav", seed=i)
+    with _engine(tmp_path / "out", executor, clock)[0] as engine:
+        added = engine.add_paths([inputs], {"x": 1})
+        summary = engine.run(added.batch_id)
+        assert summary.status is BatchStatus.FINISHED
+        assert summary.counts["done"] == 3 and summary.failed == []
+        for job in engine.store.jobs(added.batch_id):
+            data = json.loads((tmp_path / "out" / job.song_id / "summary.json").read_text())
+            assert data["backend"] == "tool"
+            assert data["stages"] == {"ingest": "done", "process": "done"}
+
+
+def test_a_bad_file_fails_alone_with_its_reason(tmp_path, executor, clock):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    _wav(inputs, "a.wav", 1)
+    _wav(inputs, "bad_b.wav", 2)
+    _wav(inputs, "c.wav", 3)
+    engine, events = _engine(tmp_path / "out", executor, clock)
+    with engine:
+        added = engine.add_paths([inputs], {})
+        summary = engine.run(added.batch_id)
+        assert summary.counts["done"] == 2 and summary.counts["failed"] == 1
+        [failed] = summary.failed
+        assert failed["path"].endswith("bad_b.wav")
+        assert failed["kind"] == "input-corrupt" and "not audio" in failed["reason"]
+        # an input error is never retried
+        bad = [j for j in engine.store.jobs(added.batch_id) if j.status is JobStatus.FAILED][0]
+        assert len(engine.store.attempt_log(bad.id, "process")) == 1
+    assert not any(isinstance(e, ev.StageRetrying) for e in events)
+
+
+def test_flaky_tool_is_recovered_by_retries(tmp_path, executor, clock):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    _wav(inputs, "flaky_x.wav")
+    engine, events = _engine(tmp_path / "out", executor, clock, threshold=5)
+    with engine:
+        added = engine.add_paths([inputs], {})
+        summary = engine.run(added.batch_id)
+        assert summary.counts["done"] == 1
+        job = engine.store.jobs(added.batch_id)[0]
+        outcomes = [a.outcome.value for a in engine.store.attempt_log(job.id, "process")]
+        assert outcomes == ["failed", "failed", "done"]
+    retries = [e for e in events if isinstance(e, ev.StageRetrying)]
+    assert [r.attempt for r in retries] == [1, 2]
+
+
+def test_hung_stage_is_killed_retried_then_quarantined(tmp_path, executor, clock):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    _wav(inputs, "hang_me.wav")
+    _wav(inputs, "fine.wav", 5)
+    engine, _ = _engine(tmp_path / "out", executor, clock, max_crashes=2)
+    with engine:
+        added = engine.add_paths([inputs], {"stage_timeouts": {"process": 1.0}})
+        summary = engine.run(added.batch_id)
+        assert summary.counts["done"] == 1
+        assert summary.counts["quarantined"] == 1
+        [failed] = summary.failed
+        assert failed["path"].endswith("hang_me.wav") and "timed out" in failed["reason"]
+        hung = [j for j in engine.store.jobs(added.batch_id) if j.status is JobStatus.QUARANTINED][0]
+        assert failed["kind"] == "timeout"
+        # the tool timed out twice (quarantine), the fallback was tried once and hung too
+        assert [a.error_kind.value for a in engine.store.attempt_log(hung.id, "process")] == ["timeout"] * 3
+        assert hung.crash_count == 3
+
+
+def test_crashing_worker_is_replaced_and_the_batch_goes_on(tmp_path, executor, clock):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    _wav(inputs, "crash_me.wav")
+    _wav(inputs, "fine.wav", 5)
+    with _engine(tmp_path / "out", executor, clock)[0] as engine:
+        added = engine.add_paths([inputs], {})
+        summary = engine.run(added.batch_id)
+        assert summary.counts["done"] == 1 and summary.counts["quarantined"] == 1
+        assert "SIGSEGV" in summary.failed[0]["reason"]
+
+
+def test_failing_tool_opens_breaker_then_fallback_then_probe_closes(tmp_path, executor, clock):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "tool_mode").write_text("fail")
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i in range(4):
+        _wav(inputs, f"s{i}.wav", seed=i)
+    engine, events = _engine(out, executor, clock)
+    with engine:
+        added = engine.add_paths([inputs], {})
+        summary = engine.run(added.batch_id, workers=1)
+        assert summary.counts["done"] == 4
+        assert len(summary.degraded) == 4  # every file took the fallback
+        assert engine.breakers.get("tool").snapshot().state.value == "open"
+        tool_attempts = sum(len([a for a in engine.store.attempt_log(j.id, "process")])
+                            for j in engine.store.jobs(added.batch_id))
+        # 2 failures opened the breaker (3 attempts on the first file), then no more tool calls
+        assert tool_attempts <= 4 + 4  # each job has at most its builtin attempt after the breaker opened
+        opened = [e for e in events if isinstance(e, ev.BreakerChanged) and e.new == "open"]
+        assert opened
+
+        # the tool works again; after the cooldown a probe closes the breaker
+        (out / "tool_mode").write_text("ok")
+        clock.advance(61)
+        n = engine.rerun_degraded(added.batch_id)
+        assert n == 4
+        summary = engine.run(added.batch_id, workers=1)
+        assert summary.counts["done"] == 4 and summary.degraded == []
+        assert engine.breakers.get("tool").snapshot().state.value == "closed"
+
+
+def test_pause_then_resume_does_not_redo_finished_stages(tmp_path, executor, clock):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i in range(6):
+        _wav(inputs, f"f{i}.wav", seed=i)
+    engine, events = _engine(tmp_path / "out", executor, clock)
+    with engine:
+        added = engine.add_paths([inputs], {})
+        seen = []
+
+        def pause_after_two(e):
+            if isinstance(e, ev.JobFinished):
+                seen.append(e)
+                if len(seen) == 2:
+                    engine.pause("test pause")
+
+        unsub = engine.bus.subscribe(pause_after_two)
+        summary = engine.run(added.batch_id, workers=1)
+        unsub()
+        assert summary.status is BatchStatus.PAUSED
+        done_first = {j.id for j in engine.store.jobs(added.batch_id, JobStatus.DONE)}
+        assert 2 <= len(done_first) < 6
+        summary = engine.run(added.batch_id, workers=2)
+        assert summary.status is BatchStatus.FINISHED and summary.counts["done"] == 6
+        for job_id in done_first:
+            log = engine.store.attempt_log(job_id)
+            assert [a.stage for a in log] == ["ingest", "process", "export"]  # nothing done twice
