@@ -94,6 +94,8 @@ def sniff(head: bytes) -> str:
         return "an HEIF/AVIF image" if b[4:8] == b"ftyp" and b[8:12] in _IMAGE_BRANDS else "mp4"
     if b.startswith(_ASF_GUID):
         return "asf"
+    if b[:2] in (b"\xff\xfe", b"\xfe\xff"):  # a UTF-16 byte order mark, which would pass for an MPEG sync
+        return "a text file (UTF-16)"
     if b[:4] == b"ADIF" or _adts(b):
         return "aac"
     if _mpeg_audio(b):
