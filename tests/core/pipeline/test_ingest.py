@@ -1,0 +1,338 @@
+import builtins
+import hashlib
+import os
+import shutil
+import struct
+import subprocess
+import tracemalloc
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from core.pipeline import ingest as ingest_mod
+from core.pipeline.config import PipelineConfig
+from core.pipeline.ingest import decode, ingest, probe
+from core.resilience.errors import ErrorKind, classify
+
+FFMPEG = shutil.which("ffmpeg")
+needs_ffmpeg = pytest.mark.skipif(FFMPEG is None, reason="ffmpeg is not on PATH")
+CFG = PipelineConfig()
+
+
+def stereo_sine(seconds=3.0, sr=44100, freq=440.0, amps=(0.5, 0.25)):
+    t = np.arange(int(seconds * sr)) / sr
+    tone = np.sin(2 * np.pi * freq * t)
+    return np.stack([a * tone for a in amps], axis=1).astype(np.float32)  # (frames, channels)
+
+
+def dominant_hz(y, sr):
+    spectrum = np.abs(np.fft.rfft(y * np.hanning(len(y))))
+    return np.argmax(spectrum) * sr / len(y)
+
+
+def kind_of(excinfo):
+    return classify(excinfo.value).kind
+
+
+def ffmpeg_encode(src, dst, *args):
+    subprocess.run([FFMPEG, "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", str(src), *args, str(dst)],
+                   check=True)
+
+
+def no_ffmpeg(monkeypatch):
+    monkeypatch.setattr(ingest_mod.shutil, "which", lambda name: None)
+
+
+# --- formats that decode -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "ext, subtype, tol",
+    [("wav", "PCM_16", 1e-4), ("wav", "PCM_24", 1e-6), ("wav", "FLOAT", 0), ("flac", "PCM_16", 1e-4),
+     ("flac", "PCM_24", 1e-6), ("ogg", "VORBIS", None), ("ogg", "OPUS", None), ("aiff", "PCM_16", 1e-4)],
+)
+def test_soundfile_formats_decode_to_float32_channels_first(tmp_path, ext, subtype, tol):
+    sr = 48000 if subtype == "OPUS" else 44100
+    data = stereo_sine(sr=sr)
+    path = tmp_path / f"tone.{ext}"
+    sf.write(path, data, sr, subtype=subtype)
+
+    res = ingest(path, CFG)
+    assert res.audio.dtype == np.float32 and res.audio.shape[0] == 2
+    assert res.sr == sr and res.probe.decoder == "soundfile" and res.probe.channels == 2
+    assert res.probe.frames == res.audio.shape[1] and res.probe.duration_s == pytest.approx(3.0, abs=0.05)
+    assert res.content_hash == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert dominant_hz(res.audio[0], sr) == pytest.approx(440, abs=1)
+    # channel order kept: the right channel is half the left
+    assert np.std(res.audio[1]) / np.std(res.audio[0]) == pytest.approx(0.5, rel=0.05)
+    assert res.audio.T.flags.c_contiguous  # (frames, channels) as soxr/soundfile take it
+    if tol is not None:
+        assert res.audio.shape[1] == len(data)
+        assert np.max(np.abs(res.audio.T - data)) <= tol
+
+
+def test_mp3_through_soundfile(tmp_path):
+    path = tmp_path / "tone.mp3"
+    try:
+        sf.write(path, stereo_sine(), 44100, format="MP3", subtype="MPEG_LAYER_III")
+    except (sf.LibsndfileError, TypeError, ValueError) as exc:
+        pytest.skip(f"this libsndfile cannot write MP3: {exc}")
+    res = ingest(path, CFG)
+    assert res.probe.decoder == "soundfile" and res.probe.format == "MP3"
+    assert res.audio.shape[0] == 2 and res.duration_s == pytest.approx(3.0, abs=0.1)
+    assert dominant_hz(res.audio[0], 44100) == pytest.approx(440, abs=1)
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("ext, args", [("m4a", ["-c:a", "aac"]), ("wma", ["-c:a", "wmav2"])])
+def test_ffmpeg_formats_decode(tmp_path, ext, args):
+    wav = tmp_path / "src.wav"
+    sf.write(wav, stereo_sine(), 44100)
+    path = tmp_path / f"tone.{ext}"
+    ffmpeg_encode(wav, path, *args)
+
+    info = probe(path)
+    assert info.decoder == "ffmpeg" and info.sample_rate == 44100 and info.channels == 2
+    assert info.duration_s == pytest.approx(3.0, abs=0.1)
+    res = ingest(path, CFG, ffmpeg=FFMPEG)
+    assert res.audio.dtype == np.float32 and res.audio.shape[0] == 2 and res.sr == 44100
+    assert res.duration_s == pytest.approx(3.0, abs=0.1)
+    assert dominant_hz(res.audio[0], 44100) == pytest.approx(440, abs=1)
+    assert np.std(res.audio[1]) / np.std(res.audio[0]) == pytest.approx(0.5, rel=0.05)
+    assert res.audio.T.flags.c_contiguous
+
+
+@needs_ffmpeg
+def test_ffmpeg_handles_colons_and_odd_bytes_in_names(tmp_path):
+    wav = tmp_path / "src.wav"
+    sf.write(wav, stereo_sine(), 44100)
+    path = tmp_path / os.fsdecode(b"a:b \xff.m4a")
+    ffmpeg_encode(wav, tmp_path / "x.m4a", "-c:a", "aac")
+    try:
+        os.rename(tmp_path / "x.m4a", path)
+    except OSError as exc:  # e.g. macOS refuses names that are not UTF-8
+        pytest.skip(f"this filesystem refuses the name: {exc}")
+    audio, sr = decode(path)
+    assert sr == 44100 and audio.shape[0] == 2
+
+
+# --- inputs that are refused, each with its kind ------------------------------
+
+
+def test_empty_file(tmp_path):
+    (tmp_path / "e.wav").write_bytes(b"")
+    with pytest.raises(Exception) as e:
+        ingest(tmp_path / "e.wav", CFG)
+    assert kind_of(e) is ErrorKind.INPUT_EMPTY and "0 bytes" in str(e.value)
+
+
+def test_wav_whose_header_promises_more_frames_than_present(tmp_path):
+    path = tmp_path / "cut.wav"
+    sf.write(path, stereo_sine(seconds=6), 44100, subtype="PCM_16")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    assert sf.info(path).frames < 6 * 44100  # libsndfile quietly shortens it ...
+    with pytest.raises(Exception) as e:
+        ingest(path, CFG)
+    assert kind_of(e) is ErrorKind.INPUT_CORRUPT and "truncated" in str(e.value)  # ... we don't
+
+
+@pytest.mark.parametrize("ext, subtype", [("flac", "PCM_16"), ("wav", "PCM_24")])
+def test_other_truncations(tmp_path, ext, subtype):
+    path = tmp_path / f"cut.{ext}"
+    sf.write(path, stereo_sine(seconds=6), 44100, subtype=subtype)
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * 0.6)])
+    with pytest.raises(Exception) as e:
+        ingest(path, CFG)
+    assert kind_of(e) is ErrorKind.INPUT_CORRUPT
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("faststart", [False, True])
+def test_truncated_m4a(tmp_path, faststart):
+    wav = tmp_path / "src.wav"
+    sf.write(wav, stereo_sine(seconds=6), 44100)
+    path = tmp_path / "cut.m4a"
+    ffmpeg_encode(wav, path, "-c:a", "aac", *(["-movflags", "+faststart"] if faststart else []))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(Exception) as e:
+        ingest(path, CFG)
+    assert kind_of(e) is ErrorKind.INPUT_CORRUPT
+
+
+@pytest.mark.parametrize("with_ffmpeg", [True, False])
+@pytest.mark.parametrize(
+    "name, content",
+    [("noise.wav", os.urandom(50_000)), ("notes.mp3", b"not music, just a text file\n" * 50),
+     ("random.flac", os.urandom(4096))],
+)
+def test_not_audio(tmp_path, monkeypatch, name, content, with_ffmpeg):
+    if with_ffmpeg and FFMPEG is None:
+        pytest.skip("ffmpeg is not on PATH")
+    if not with_ffmpeg:
+        no_ffmpeg(monkeypatch)
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(Exception) as e:
+        ingest(path, CFG)
+    assert kind_of(e) in (ErrorKind.INPUT_CORRUPT, ErrorKind.INPUT_UNSUPPORTED)
+
+
+def test_unknown_extension_without_ffmpeg_is_unsupported(tmp_path, monkeypatch):
+    no_ffmpeg(monkeypatch)
+    path = tmp_path / "data.xyz"
+    path.write_bytes(os.urandom(5000))
+    with pytest.raises(Exception) as e:
+        ingest(path, CFG)
+    assert kind_of(e) is ErrorKind.INPUT_UNSUPPORTED
+
+
+@pytest.mark.parametrize("peak", [0.0, 10 ** (-70 / 20)])
+def test_all_silence(tmp_path, peak):
+    path = tmp_path / "quiet.wav"
+    sf.write(path, stereo_sine(amps=(peak, peak)), 44100, subtype="FLOAT")
+    with pytest.raises(Exception) as e:
+        ingest(path, CFG)
+    assert kind_of(e) is ErrorKind.INPUT_EMPTY and "silence" in str(e.value)
+    # the same file passes with a lower threshold (when it is not digital silence)
+    if peak:
+        assert ingest(path, PipelineConfig(silence_threshold_dbfs=-80)).audio.shape[0] == 2
+
+
+def test_shorter_than_minimum(tmp_path):
+    path = tmp_path / "blip.wav"
+    sf.write(path, stereo_sine(seconds=1.0), 44100)
+    with pytest.raises(Exception) as e:
+        ingest(path, CFG)
+    assert kind_of(e) is ErrorKind.INPUT_EMPTY and "1.00 s" in str(e.value) and "2 s" in str(e.value)
+    assert ingest(path, PipelineConfig(min_duration_s=0.5)).duration_s == pytest.approx(1.0)
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="needs POSIX permissions and a non-root user")
+def test_unreadable_file_is_a_permission_error(tmp_path):
+    path = tmp_path / "locked.wav"
+    sf.write(path, stereo_sine(), 44100)
+    path.chmod(0)
+    try:
+        with pytest.raises(PermissionError) as e:
+            ingest(path, CFG)
+        assert kind_of(e) is ErrorKind.PERMISSION
+    finally:
+        path.chmod(0o644)
+
+
+def test_unreadable_file_is_a_permission_error_simulated(tmp_path, monkeypatch):
+    path = tmp_path / "locked.wav"
+    sf.write(path, stereo_sine(), 44100)
+    real_open = builtins.open
+
+    def guarded_open(file, *args, **kwargs):
+        if os.fspath(file) == os.fspath(path):
+            raise PermissionError(13, "Permission denied", os.fspath(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", guarded_open)
+    with pytest.raises(PermissionError) as e:
+        ingest(path, CFG)
+    assert kind_of(e) is ErrorKind.PERMISSION
+
+
+def test_m4a_without_ffmpeg_is_a_missing_dependency_with_an_install_hint(tmp_path, monkeypatch):
+    path = tmp_path / "song.m4a"
+    # an MP4 header is enough: libsndfile refuses it before anything else is read
+    path.write_bytes(struct.pack(">I", 24) + b"ftypM4A \x00\x00\x02\x00M4A isom" + os.urandom(2000))
+    no_ffmpeg(monkeypatch)
+    with pytest.raises(Exception) as e:
+        ingest(path, CFG)
+    info = classify(e.value)
+    assert info.kind is ErrorKind.DEPENDENCY_MISSING
+    assert "ffmpeg" in info.reason and "install" in info.suggestion.lower()
+    with pytest.raises(Exception) as e:
+        ingest(path, CFG, ffmpeg=tmp_path / "no-such-ffmpeg")
+    assert kind_of(e) is ErrorKind.DEPENDENCY_MISSING and "no-such-ffmpeg" in str(e.value)
+
+
+def test_nan_and_inf_samples_are_corrupt(tmp_path):
+    for i, bad in enumerate((np.nan, np.inf)):
+        data = stereo_sine()
+        data[1000, 1] = bad
+        path = tmp_path / f"bad{i}.wav"
+        sf.write(path, data, 44100, subtype="FLOAT")
+        with pytest.raises(Exception) as e:
+            ingest(path, CFG)
+        assert kind_of(e) is ErrorKind.INPUT_CORRUPT and "NaN" in str(e.value)
+
+
+def test_folder_and_missing_file(tmp_path):
+    with pytest.raises(Exception) as e:
+        ingest(tmp_path, CFG)
+    assert kind_of(e) is ErrorKind.INPUT_UNSUPPORTED
+    with pytest.raises(Exception) as e:
+        ingest(tmp_path / "gone.wav", CFG)
+    assert kind_of(e).is_input and "not found" in str(e.value)
+
+
+@needs_ffmpeg
+def test_video_without_audio_is_unsupported(tmp_path):
+    path = tmp_path / "clip.mp4"
+    subprocess.run([FFMPEG, "-nostdin", "-loglevel", "error", "-f", "lavfi", "-i", "color=c=black:s=32x32:d=1",
+                    "-c:v", "mpeg4", str(path)], check=True)
+    with pytest.raises(Exception) as e:
+        ingest(path, CFG)
+    assert kind_of(e) is ErrorKind.INPUT_UNSUPPORTED and "no audio stream" in str(e.value)
+
+
+# --- size -------------------------------------------------------------------------
+
+
+def test_ten_minute_file_holds_one_copy(tmp_path):
+    sr, seconds = 22050, 600
+    path = tmp_path / "long.wav"
+    block = sr * 10
+    with sf.SoundFile(path, "w", sr, 2, subtype="PCM_16") as f:
+        for start in range(0, sr * seconds, block):
+            t = (start + np.arange(block)) / sr
+            f.write(np.stack([0.3 * np.sin(2 * np.pi * 220 * t), 0.2 * np.sin(2 * np.pi * 330 * t)], 1))
+    tracemalloc.start()
+    try:
+        res = ingest(path, CFG)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert res.audio.shape == (2, sr * seconds)
+    assert res.audio.nbytes == 2 * sr * seconds * 4
+    assert peak < res.audio.nbytes * 1.05 + 8_000_000, f"peak {peak / 1e6:.0f} MB for {res.audio.nbytes / 1e6:.0f} MB"
+    assert np.abs(res.audio[0, -sr:]).max() == pytest.approx(0.3, abs=0.01)
+
+
+def test_ogg_whose_frames_cannot_be_found_is_corrupt_not_empty(tmp_path, monkeypatch):
+    no_ffmpeg(monkeypatch)
+    path = tmp_path / "cut.ogg"
+    sf.write(path, stereo_sine(seconds=3), 44100, subtype="VORBIS")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    assert sf.info(path).frames == 0  # libsndfile opens it but finds no frames
+    with pytest.raises(Exception) as e:
+        ingest(path, CFG)
+    assert kind_of(e) is ErrorKind.INPUT_CORRUPT
+
+
+def test_ogg_cut_short_decodes_what_is_there(tmp_path):
+    # A cut Ogg stream plays up to the cut everywhere; its header cannot tell, so it is accepted.
+    path = tmp_path / "cut.ogg"
+    sf.write(path, stereo_sine(seconds=8), 44100, subtype="VORBIS")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    res = ingest(path, PipelineConfig(min_duration_s=0.5))
+    assert 0.5 <= res.duration_s < 8.0 and res.probe.frames == res.audio.shape[1]
+
+
+def test_header_only_wav_is_empty(tmp_path):
+    path = tmp_path / "nothing.wav"
+    sf.write(path, np.zeros((0, 2), np.float32), 44100)
+    with pytest.raises(Exception) as e:
+        ingest(path, CFG)
+    assert kind_of(e) is ErrorKind.INPUT_EMPTY
