@@ -128,7 +128,8 @@ class JobRunner:
             d.bus.publish(ev.StageStarted(job.id, spec.name, d.store.stage_row(job.id, spec.name).attempts, timeout_s))
             t0 = d.clock.monotonic()
             try:
-                out = d.executor.run(run_stage_in_worker, (spec.fn, ctx), timeout_s=timeout_s, cancel=cancel)
+                out = d.executor.run(run_stage_in_worker, (spec.fn, dataclasses.replace(ctx, timeout_s=timeout_s)),
+                                     timeout_s=timeout_s, cancel=cancel)
             except BaseException as exc:
                 elapsed = d.clock.monotonic() - t0
                 info = engine_classify(exc)

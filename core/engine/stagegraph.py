@@ -37,6 +37,7 @@ class StageContext:
     backend: str = ""  # the backend chosen for this attempt ("" when the stage has one way only)
     degraded_reason: str = ""  # set when the chosen backend is a fallback
     facts: Mapping[str, Any] = field(default_factory=dict)  # facts earlier stages reported
+    timeout_s: float | None = None  # this attempt's deadline: a stage running its own tool ends it before
 
     @property
     def song_dir(self) -> str:

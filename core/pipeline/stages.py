@@ -1,0 +1,75 @@
+"""Stave's stage graph: ingest -> preprocess -> separate -> analyze -> transcribe -> segment -> export.
+
+Bump a stage's version whenever its output would change: finished stages of
+an older version are run again on resume instead of being trusted.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from core.engine.batch import Pipeline
+from core.engine.stagegraph import BackendPlan, StageSpec
+from core.pipeline.config import PipelineConfig
+
+_FNS = "core.pipeline.stage_fns"
+
+# Backend names double as breaker names for the external tools.
+DEMUCS, HPSS = "demucs", "hpss"
+BASIC_PITCH, PYIN = "basic_pitch", "pyin"
+
+
+def _separation_plan(config: Mapping[str, Any], availability: Mapping[str, Any]) -> BackendPlan:
+    choice = config.get("separation_backend", "auto")
+    if choice == HPSS:
+        return BackendPlan(primary=HPSS)
+    ok, why = availability.get(DEMUCS, (False, "Demucs availability unknown"))
+    if ok:
+        return BackendPlan(primary=DEMUCS, fallback=HPSS)
+    return BackendPlan(primary=HPSS, degraded_reason=f"Demucs cannot run ({why}); used harmonic/percussive separation")
+
+
+def _transcription_plan(config: Mapping[str, Any], availability: Mapping[str, Any]) -> BackendPlan:
+    choice = config.get("transcription_backend", "auto")
+    if choice == PYIN:
+        return BackendPlan(primary=PYIN)
+    ok, why = availability.get(BASIC_PITCH, (False, "Basic Pitch availability unknown"))
+    if ok:
+        return BackendPlan(primary=BASIC_PITCH, fallback=PYIN)
+    return BackendPlan(primary=PYIN, degraded_reason=f"Basic Pitch cannot run ({why}); used monophonic pYIN")
+
+
+STAGES: tuple[StageSpec, ...] = (
+    StageSpec("ingest", "1", f"{_FNS}:ingest_stage"),
+    StageSpec("preprocess", "1", f"{_FNS}:preprocess_stage"),
+    StageSpec("separate", "1", f"{_FNS}:separate_stage", plan=_separation_plan, breakers={DEMUCS: DEMUCS},
+              enabled=lambda c: bool(c.get("separate")), skip_reason="stem separation is switched off"),
+    StageSpec("analyze", "1", f"{_FNS}:analyze_stage"),
+    StageSpec("transcribe", "1", f"{_FNS}:transcribe_stage", plan=_transcription_plan,
+              breakers={BASIC_PITCH: BASIC_PITCH},
+              enabled=lambda c: bool(c.get("transcribe")), skip_reason="transcription is switched off"),
+    StageSpec("segment", "1", f"{_FNS}:segment_stage"),
+    StageSpec("export", "1", f"{_FNS}:export_stage"),
+)
+
+
+def availability() -> dict[str, tuple[bool, str]]:
+    """Which optional engines can run here (cheap: no heavy imports)."""
+    from core.pipeline.separate import demucs_available
+    from core.pipeline.transcribe import basic_pitch_available
+
+    return {DEMUCS: demucs_available(), BASIC_PITCH: basic_pitch_available()}
+
+
+def _config_to_dict(config: PipelineConfig | Mapping[str, Any]) -> dict:
+    if isinstance(config, PipelineConfig):
+        return config.to_dict()
+    return PipelineConfig.from_dict(config)[0].to_dict()
+
+
+def _fingerprint(config: Mapping[str, Any], stage: str) -> str:
+    return PipelineConfig.from_dict(config)[0].fingerprint(stage)
+
+
+def build_pipeline() -> Pipeline:
+    return Pipeline(STAGES, config_to_dict=_config_to_dict, fingerprint=_fingerprint, availability=availability)
