@@ -77,11 +77,12 @@ class Pipeline:
 
     def __init__(self, stages: Sequence[StageSpec], config_to_dict: Callable[[Any], dict],
                  fingerprint: Callable[[Mapping[str, Any], str], str],
-                 availability: Callable[[], Mapping[str, Any]] = dict):
+                 availability: Callable[[], Mapping[str, Any]] = dict, warm_up: str = ""):
         self.stages = tuple(stages)
         self.config_to_dict = config_to_dict
         self.fingerprint = fingerprint
         self.availability = availability
+        self.warm_up = warm_up  # "module:function" run once in one worker before the batch fans out
 
     @property
     def stage_names(self) -> tuple[str, ...]:
@@ -277,6 +278,7 @@ class BatchRun:
         self.audio_done = 0.0
         self._done_this_run = 0
         self._unsub = engine.bus.subscribe(self._track_stage, ev.StageStarted)
+        self._warm = threading.Event()
 
     # -- control ------------------------------------------------------------------
     def pause(self, reason: str = "paused") -> None:
@@ -318,6 +320,9 @@ class BatchRun:
             self.engine.bus.publish(ev.BatchStarted(self.batch_id, self.total, self.resumed))
             if self.deps.executor is None:
                 self.deps.executor = self.engine.executor
+            self._warm_up()
+        else:
+            self._warm.wait()
         try:
             runner = JobRunner(self.deps)
             while not self.token.is_set():
@@ -342,6 +347,19 @@ class BatchRun:
                 last = self._workers == 0
             if last:
                 self._finish()
+
+    def _warm_up(self) -> None:
+        """Let one worker compile (and cache) what the stages JIT-compile, then open the gate."""
+        try:
+            if self.engine.pipeline.warm_up and self._queue:
+                from core.engine.stagegraph import resolve_and_call
+
+                self.deps.executor.run(resolve_and_call, (self.engine.pipeline.warm_up,), timeout_s=600,
+                                       cancel=self.token)
+        except Exception as exc:  # a failed warm-up is not fatal: the stages will say what is wrong
+            log.warning("worker warm-up failed: %s", exc)
+        finally:
+            self._warm.set()
 
     def _account(self, job_id: int, token: CancelToken, outcome: JobOutcome) -> None:
         with self._lock:

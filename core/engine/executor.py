@@ -77,9 +77,11 @@ class ProcessExecutor:
         self.grace_s = grace_s
         self.poll_s = poll_s
         self.env = {**_WORKER_ENV, **(env or {})}
-        for key in ("NUMBA_CACHE_DIR", "STAVE_TEST_HOOKS"):
-            if key in os.environ and key not in self.env:
-                self.env[key] = os.environ[key]
+        if "NUMBA_CACHE_DIR" not in self.env:
+            from core.settings import configure_numba_cache
+
+            # workers cache numba's compiled code in the user's cache folder, never the install folder
+            self.env["NUMBA_CACHE_DIR"] = configure_numba_cache(dict(os.environ))
         self._lock = threading.Lock()
         self._pool: pebble.ProcessPool | None = None
         self.rebuilds = 0

@@ -96,3 +96,8 @@ def resolve(fn_path: str) -> Callable[[StageContext], StageOutput]:
 def run_stage_in_worker(fn_path: str, ctx: StageContext) -> StageOutput:
     """The function the worker pool runs: import the stage and call it."""
     return resolve(fn_path)(ctx)
+
+
+def resolve_and_call(fn_path: str):
+    """Call a ``"module:function"`` with no arguments (used for worker warm-up)."""
+    return resolve(fn_path)()

@@ -72,4 +72,5 @@ def _fingerprint(config: Mapping[str, Any], stage: str) -> str:
 
 
 def build_pipeline() -> Pipeline:
-    return Pipeline(STAGES, config_to_dict=_config_to_dict, fingerprint=_fingerprint, availability=availability)
+    return Pipeline(STAGES, config_to_dict=_config_to_dict, fingerprint=_fingerprint, availability=availability,
+                    warm_up="core.pipeline.warmup:warm")

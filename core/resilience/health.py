@@ -335,20 +335,16 @@ class HealthRegistry:
 
 def default_numba_cache_dir() -> Path:
     """Where numba should cache compiled code: the user's cache folder, never the install folder."""
-    import platformdirs
+    from core.settings import user_dirs
 
-    return Path(platformdirs.user_cache_dir("stave", appauthor=False)) / "numba"
+    return user_dirs(create=False).cache_dir / "numba"
 
 
 def configure_numba_cache(environ: MutableMapping[str, str] | None = None) -> str:
-    """Point ``NUMBA_CACHE_DIR`` at the user cache folder unless it is already set; return its value.
+    """Point ``NUMBA_CACHE_DIR`` at the user cache folder unless it is already set (see core.settings)."""
+    from core.settings import configure_numba_cache as _configure
 
-    Call before anything imports librosa (the ``stave`` command does it first thing).
-    """
-    env = os.environ if environ is None else environ
-    if not env.get("NUMBA_CACHE_DIR"):
-        env["NUMBA_CACHE_DIR"] = str(default_numba_cache_dir())
-    return env["NUMBA_CACHE_DIR"]
+    return _configure(environ)
 
 
 def default_registry(out_dir: Path | str | None = None) -> HealthRegistry:

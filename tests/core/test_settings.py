@@ -35,7 +35,7 @@ def dirs_env(tmp_path, monkeypatch):
 def _custom() -> Settings:
     return Settings(
         output_dir="/data/out",
-        pipeline=PipelineConfig(hop_length=256, n_mfcc=13, stage_timeouts_s={"analyze": 90.0}),
+        pipeline=PipelineConfig(hop_length=256, n_mfcc=13, stage_timeouts={"analyze": 90.0}),
         run=RunSettings(
             workers=3,
             max_crashes=4,
