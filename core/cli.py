@@ -21,8 +21,8 @@ from typing import Callable, Iterable, Sequence
 from core import __version__
 from core.resilience.health import configure_numba_cache, default_registry
 
-# Modules that each expose ``COMMAND: Subcommand`` (e.g. "core.commands.process").
-COMMAND_MODULES: tuple[str, ...] = ()
+# Modules that each expose ``COMMAND: Subcommand`` or ``COMMANDS: tuple[Subcommand, ...]``.
+COMMAND_MODULES: tuple[str, ...] = ("core.commands.process", "core.commands.status")
 
 
 @dataclass(frozen=True)
@@ -99,10 +99,11 @@ def load_commands(modules: Iterable[str] = COMMAND_MODULES) -> list[Subcommand]:
     """The built-in commands plus ``COMMAND`` from each listed module."""
     commands = list(BUILTIN_COMMANDS)
     for name in modules:
-        command = getattr(importlib.import_module(name), "COMMAND", None)
-        if not isinstance(command, Subcommand):
-            raise TypeError(f"{name} must define COMMAND = Subcommand(...)")
-        commands.append(command)
+        module = importlib.import_module(name)
+        found = list(getattr(module, "COMMANDS", ())) or [getattr(module, "COMMAND", None)]
+        if not all(isinstance(c, Subcommand) for c in found):
+            raise TypeError(f"{name} must define COMMAND = Subcommand(...) or COMMANDS = (Subcommand(...), ...)")
+        commands.extend(found)
     return commands
 
 

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from core.engine import events as ev
 from core.engine.executor import ProcessExecutor, StageExecutor
 from core.engine.runner import JobOutcome, JobRunner, RunnerDeps
-from core.engine.scan import display_path, scan
+from core.engine.scan import ScanResult, display_path, scan
 from core.engine.stagegraph import StageSpec
 from core.engine.store import SqliteBreakerStore, Store
 from core.engine.store_rows import BatchStatus, JobSpec, JobStatus
@@ -70,6 +70,7 @@ class BatchSummary:
     degraded: list[dict]  # {path, reasons}
     elapsed_s: float
     pause_reason: str = ""
+    skipped: list[dict] = field(default_factory=list)  # {path, reason}
 
 
 class Pipeline:
@@ -142,7 +143,12 @@ class Engine:
                   cancel: CancelToken | None = None) -> AddResult:
         """Scan files and folders and queue every audio file found (slow for big folders: not on a GUI thread)."""
         paths = [os.fspath(p) for p in paths]
-        result = scan(paths, exclude=[self.out_dir], cancel=cancel)
+        return self.add_scanned(scan(paths, exclude=[self.out_dir], cancel=cancel), paths, config,
+                                batch_id=batch_id)
+
+    def add_scanned(self, result: ScanResult, paths: Sequence[str], config: Any, *,
+                    batch_id: int | None = None) -> AddResult:
+        """Queue what ``scan`` found (``paths``: what the person asked for, kept with the batch)."""
         if batch_id is None:
             batch_id = self.store.create_batch({"pipeline": self.pipeline.config_to_dict(config)}, paths)
         specs = [JobSpec(input_path=f.path, song_id=_provisional_id(f.path), size_bytes=f.size, mtime=f.mtime)
@@ -232,8 +238,12 @@ class Engine:
 
     def summary(self, batch_id: int, elapsed_s: float = 0.0, pause_reason: str = "") -> BatchSummary:
         batch = self.store.get_batch(batch_id)
-        failed, degraded = [], []
-        for job in self.store.jobs(batch_id, (JobStatus.FAILED, JobStatus.QUARANTINED, JobStatus.DONE)):
+        failed, degraded, skipped = [], [], []
+        for job in self.store.jobs(batch_id, (JobStatus.FAILED, JobStatus.QUARANTINED, JobStatus.DONE,
+                                              JobStatus.SKIPPED)):
+            if job.status is JobStatus.SKIPPED:
+                skipped.append({"path": job.input_path, "reason": job.error_reason})
+                continue
             if job.status is JobStatus.DONE:
                 if job.degraded:
                     degraded.append({"path": job.input_path, "reasons": list(job.degraded_reasons)})
@@ -242,7 +252,7 @@ class Engine:
                            "kind": job.error_kind.value if job.error_kind else "", "reason": job.error_reason,
                            "suggestion": job.error_suggestion})
         return BatchSummary(batch_id, batch.status, self.store.counts(batch_id), failed, degraded, elapsed_s,
-                            pause_reason)
+                            pause_reason, skipped)
 
 
 def _provisional_id(path: str) -> str:

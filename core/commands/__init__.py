@@ -1,0 +1,1 @@
+"""The `stave` subcommands that run batches: process, resume, status."""
