@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from core.engine import events as ev
 from core.engine.executor import ProcessExecutor, StageExecutor
+from core.engine.folder_lock import FolderLock
 from core.engine.runner import JobOutcome, JobRunner, RunnerDeps
 from core.engine.scan import ScanResult, display_path, scan
 from core.engine.stagegraph import StageSpec
@@ -102,6 +103,12 @@ class Engine:
         if create:
             os.makedirs(self.out_dir, exist_ok=True)
         self.store = Store.open(self.out_dir, create=create, clock=clock)
+        self._folder_lock = FolderLock(self.out_dir)
+        try:
+            self._folder_lock.acquire()
+        except BaseException:
+            self.store.close()
+            raise
         self.breakers = BreakerRegistry(clock, store=SqliteBreakerStore(self.store),
                                         default_config=self.options.breaker)
         self.breakers.add_listener(self._on_breaker)
@@ -131,6 +138,7 @@ class Engine:
             self._executor.shutdown()
         self.store.checkpoint()
         self.store.close()
+        self._folder_lock.release()
 
     def __enter__(self):
         return self

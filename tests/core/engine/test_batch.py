@@ -185,3 +185,15 @@ def test_pause_then_resume_does_not_redo_finished_stages(tmp_path, executor, clo
         for job_id in done_first:
             log = engine.store.attempt_log(job_id)
             assert [a.stage for a in log] == ["ingest", "process", "export"]  # nothing done twice
+
+
+def test_a_second_engine_on_the_same_folder_is_refused(tmp_path, executor, clock):
+    from core.engine.store import StoreError
+
+    engine, _ = _engine(tmp_path / "out", executor, clock)
+    with engine:
+        with pytest.raises(StoreError, match="another Stave"):
+            _engine(tmp_path / "out", executor, clock)
+    # released on close: a new engine can open it
+    with _engine(tmp_path / "out", executor, clock)[0]:
+        pass
