@@ -96,7 +96,10 @@ def _engine_options(settings, workers: int | None):
 
 
 def _load_settings():
+    from core.logs import setup_logging
     from core.settings import SettingsStore
+
+    setup_logging(console=False)  # the progress display speaks on the terminal; the log file keeps the rest
 
     loaded = SettingsStore().load()
     for warning in loaded.warnings:
@@ -183,6 +186,9 @@ def _run_process(args: argparse.Namespace) -> int:
         if any(p.area != "files" for p in report.blockers):
             print("stave: not starting: fix the blockers above, or run with --no-preflight", file=sys.stderr)
             return 1
+        if report.blockers:
+            print("stave: starting anyway: the files above will fail with these reasons; the others are analysed.\n",
+                  file=sys.stderr)
     try:
         engine = Engine(out_dir, build_pipeline(), _engine_options(settings, args.workers))
     except StoreError as exc:

@@ -52,4 +52,8 @@ def print_summary(summary, out_dir: str, *, json_mode: bool = False, stream=None
         why = f" ({summary.pause_reason})" if summary.pause_reason else ""
         print(f"\nPaused{why}. Finish it with:  stave resume {out_dir}", file=out)
     print(f"\nResults: {out_dir}  (songs.parquet, bars.parquet, notes.parquet, one folder per song)", file=out)
+    if summary.failed:
+        from core.logs import log_file_path
+
+        print(f"Log:     {log_file_path()}", file=out)
     return exit_code(summary)
