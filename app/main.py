@@ -39,7 +39,11 @@ def keep_bools_alive() -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stave gui", description="Open Stave's window.")
     p.add_argument("paths", nargs="*", help="files or folders to queue")
+    p.add_argument("--out", metavar="DIR", help="output folder for this session (default: from settings)")
     p.add_argument("--screenshot", metavar="FILE", help="render the window once, save a PNG and exit")
+    p.add_argument("--start", action="store_true", help="start the batch once PATHS are queued")
+    p.add_argument("--screenshot-after", type=float, default=0.0, metavar="S",
+                   help="with --screenshot and --start: render S seconds after the batch started")
     return p
 
 
@@ -76,19 +80,27 @@ def main(argv: list[str] | None = None, *, recipe=None) -> int:
     controller = Controller(recipe=recipe or EngineRecipe())
     window = MainWindow(controller)
     window.show()
+    if args.out:
+        controller.set_output_dir(args.out)
     controller.open()
     if args.paths:
         controller.add_paths([os.path.abspath(p) for p in args.paths])
+    if args.start:
+        controller.start()
     if args.screenshot:
-        return _screenshot(app, window, controller, args.screenshot)
+        return _screenshot(app, window, controller, args.screenshot, args.screenshot_after if args.start else 0.0)
     return app.exec()
 
 
-def _screenshot(app, window, controller, path: str) -> int:
+def _screenshot(app, window, controller, path: str, after_s: float = 0.0) -> int:
     """Wait (a few seconds at most) for the scan and the health check, render the window, save a PNG."""
     window.resize(1280, 800)
     deadline = time.monotonic() + SCREENSHOT_WAIT_S
     while controller.busy and time.monotonic() < deadline:
+        app.processEvents()
+        time.sleep(0.02)
+    later = time.monotonic() + after_s
+    while time.monotonic() < later:
         app.processEvents()
         time.sleep(0.02)
     settle = time.monotonic() + 0.2  # let the bridge deliver the last events

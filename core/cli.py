@@ -76,6 +76,11 @@ def _run_gui(args: argparse.Namespace) -> int:
     argv = list(getattr(args, "paths", None) or [])
     if getattr(args, "screenshot", None):
         argv += ["--screenshot", args.screenshot]
+    return launch_gui(argv)
+
+
+def launch_gui(argv: list[str]) -> int:
+    """Hand ``argv`` to the window's own parser (``stave gui --help`` lists its options)."""
     try:
         # dynamic on purpose: core never imports app statically
         app_main = importlib.import_module("app.main")
@@ -129,9 +134,15 @@ def build_parser(commands: Sequence[Subcommand] | None = None) -> argparse.Argum
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``stave``; returns the exit code (2 on a usage error)."""
     configure_numba_cache()  # before anything imports librosa
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["gui"]:  # the window parses its own options
+        try:
+            return launch_gui(argv[1:])
+        except SystemExit as exc:
+            return exc.code if isinstance(exc.code, int) else 2
     parser = build_parser()
     try:
-        args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+        args = parser.parse_args(argv)
     except SystemExit as exc:  # usage errors (2), --help and --version (0)
         return exc.code if isinstance(exc.code, int) else 2
     run = getattr(args, "_run", None) or GUI.run
