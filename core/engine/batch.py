@@ -132,7 +132,7 @@ class Engine:
     def close(self) -> None:
         run = self._run
         if run is not None and not run.finished.is_set():
-            run.pause("closing")
+            run.pause("Stave was closed while the batch ran")
             run.finished.wait(30)
         if self._own_executor and self._executor is not None:
             self._executor.shutdown()

@@ -6,9 +6,9 @@ tempo, beats and bars, estimates the key and measures loudness. The frame
 features stay in the result so that :func:`bar_features` gets per-bar rows by
 slicing frames at bar boundaries, never by analysing chunks again.
 
-No file I/O here: the stage wrapper reads the decoded audio and writes
-``summary.json`` (``AnalysisResult.to_summary_dict()``) and ``bars.parquet``
-(``bar_features(result)``).
+No file I/O here: the stage wrapper loads the preprocessed audio and writes
+``AnalysisResult.to_summary_dict()`` (JSON-safe) and ``bar_features(result)``
+(one flat dict per bar, ready for ``pyarrow.Table.from_pylist``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ import numpy as np
 from core.pipeline.features import (FrameFeatures, Levels, compute_spectra, frame_features, measure_levels,
                                     onset_delay_frames, pick_onsets)
 from core.pipeline.rhythm import Bar, TempoAlternative, analyze_rhythm
-from core.pipeline.tonal import PITCH_NAMES, PROFILES, KeyEstimate, estimate_key, estimate_tuning, key_profile_from_chroma
+from core.pipeline.tonal import (PITCH_NAMES, PROFILES, KeyEstimate, estimate_key, estimate_tuning,
+                                 key_profile_from_chroma)
 from core.resilience.errors import ErrorKind, InputError
 
 _DENOMINATORS = (1, 2, 4, 8, 16, 32)
@@ -51,12 +52,17 @@ class AnalysisConfig:
         need(isinstance(self.n_fft, int) and self.n_fft >= 64, "n_fft", "must be an integer >= 64")
         need(self.hop_length <= self.n_fft, "hop_length", f"must not exceed n_fft ({self.n_fft})")
         need(isinstance(self.n_mels, int) and 12 <= self.n_mels <= 512, "n_mels", "must be an integer in 12..512")
-        need(isinstance(self.n_mfcc, int) and 1 <= self.n_mfcc <= self.n_mels, "n_mfcc", f"must be an integer in 1..n_mels ({self.n_mels})")
-        need(isinstance(self.beats_per_bar, int) and 1 <= self.beats_per_bar <= 32, "beats_per_bar", "must be an integer in 1..32")
+        need(isinstance(self.n_mfcc, int) and 1 <= self.n_mfcc <= self.n_mels, "n_mfcc",
+             f"must be an integer in 1..n_mels ({self.n_mels})")
+        need(isinstance(self.beats_per_bar, int) and 1 <= self.beats_per_bar <= 64, "beats_per_bar",
+             "must be an integer in 1..64")
         need(self.beat_unit in _DENOMINATORS, "beat_unit", f"must be one of {_DENOMINATORS}")
-        need(isinstance(self.tempo_min, (int, float)) and 10 <= self.tempo_min, "tempo_min", "must be a number >= 10 BPM")
-        need(isinstance(self.tempo_max, (int, float)) and self.tempo_max <= 400, "tempo_max", "must be a number <= 400 BPM")
-        need(self.tempo_max >= 1.5 * self.tempo_min, "tempo_max", f"must be at least 1.5 x tempo_min ({self.tempo_min})")
+        need(isinstance(self.tempo_min, (int, float)) and 10 <= self.tempo_min, "tempo_min",
+             "must be a number >= 10 BPM")
+        need(isinstance(self.tempo_max, (int, float)) and self.tempo_max <= 400, "tempo_max",
+             "must be a number <= 400 BPM")
+        need(self.tempo_max >= 1.5 * self.tempo_min, "tempo_max",
+             f"must be at least 1.5 x tempo_min ({self.tempo_min})")
         need(self.key_profile in PROFILES, "key_profile", f"must be one of {sorted(PROFILES)}")
 
     @property

@@ -24,12 +24,13 @@ import numpy as np
 import scipy.fft
 import scipy.signal
 
-from core.pipeline.tonal import chroma_from_power
+from core.pipeline.tonal import chroma_filterbank, chroma_from_power
 
 _ONSET_GAMMA = 1000.0  # onset compression: log(1 + GAMMA * mel / peak)
 _LOW_BAND_HZ = 150.0  # kick drum and bass: the band that marks downbeats
 _SILENCE_DBFS = -120.0  # floor for levels of silent signals
 _BLOCK_FRAMES = 1024  # STFT frames transformed at once (bounds the temporary memory)
+_FEATURE_BLOCK = 4096  # frames per block for the per-frame spectral features
 
 
 @dataclass(frozen=True, eq=False)
@@ -71,7 +72,9 @@ def compute_spectra(y: np.ndarray, sr: int, n_fft: int, hop_length: int, n_mels:
 
     magnitude = stft_magnitude(y, n_fft, hop_length)
     mel_basis = mel(sr=sr, n_fft=n_fft, n_mels=n_mels, dtype=np.float32)
-    mel_power = mel_basis @ np.square(magnitude)
+    mel_power = np.empty((n_mels, magnitude.shape[1]), dtype=np.float32)
+    for cols in _blocks(magnitude.shape[1]):
+        mel_power[:, cols] = mel_basis @ np.square(magnitude[:, cols])
     mel_hz = mel_frequencies(n_mels=n_mels, fmin=0.0, fmax=sr / 2.0)
     return Spectra(magnitude, mel_power, mel_hz, int(sr), n_fft, hop_length)
 
@@ -172,30 +175,47 @@ class FrameFeatures:
         return slice(lo, hi)
 
 
+def _blocks(n: int) -> list[slice]:
+    """Column slices of at most ``_FEATURE_BLOCK`` frames: per-frame work in bounded memory."""
+    return [slice(a, min(a + _FEATURE_BLOCK, n)) for a in range(0, n, _FEATURE_BLOCK)] or [slice(0, 0)]
+
+
 def frame_features(y: np.ndarray, spectra: Spectra, n_mfcc: int, tuning: float) -> FrameFeatures:
-    """Every frame feature from ``spectra`` (plus ZCR and RMS from the samples)."""
+    """Every frame feature from ``spectra`` (plus ZCR and RMS from the samples).
+
+    Per-frame features run over blocks of frames, so the temporaries of a
+    long song stay small; the result is the same as in one pass.
+    """
     S, sr, n_fft, hop = spectra.magnitude, spectra.sr, spectra.n_fft, spectra.hop_length
-    n = spectra.n_frames
-    freq = spectra.fft_hz
-    centroid, bandwidth, rolloff = spectral_shape(S, freq)
+    n, freq, n_bands = spectra.n_frames, spectra.fft_hz, contrast_bands(spectra.sr)
+    centroid, bandwidth, rolloff, flatness = (np.empty(n) for _ in range(4))
+    peak, valley = np.empty((n_bands + 1, n)), np.empty((n_bands + 1, n))
+    chroma = np.empty((12, n), dtype=np.float32)
+    chroma_fb = chroma_filterbank(sr, n_fft, tuning)
+    for cols in _blocks(n):
+        block = S[:, cols]
+        centroid[cols], bandwidth[cols], rolloff[cols] = spectral_shape(block, freq)
+        flatness[cols] = spectral_flatness(block)
+        peak[:, cols], valley[:, cols] = contrast_levels(block, freq, n_bands)
+        chroma[:, cols] = chroma_from_power(np.square(block), sr, n_fft, tuning, chroma_fb)
     low = spectra.mel_hz < _LOW_BAND_HZ
     return FrameFeatures(
         sr=sr, hop_length=hop, n_fft=n_fft,
         rms=_fit(frame_rms(y, n_fft, hop), n),
-        centroid=centroid, bandwidth=bandwidth, rolloff=rolloff,
-        flatness=spectral_flatness(S),
-        contrast=spectral_contrast(S, freq, n_bands=contrast_bands(sr)),
+        centroid=centroid, bandwidth=bandwidth, rolloff=rolloff, flatness=flatness,
+        contrast=_db(peak) - _db(valley),
         zcr=_fit(zero_crossing_rate(y, n_fft, hop), n),
         onset=onset_envelope(spectra.mel_power),
         low_band=np.sqrt(spectra.mel_power[low].sum(axis=0, dtype=np.float64)),
-        chroma=chroma_from_power(np.square(S), sr, n_fft, tuning),
+        chroma=chroma,
         mfcc=mfcc(spectra.mel_power, n_mfcc),
     )
 
 
 # -- spectral features (librosa's definitions) -------------------------------
 
-def spectral_shape(S: np.ndarray, freq: np.ndarray, roll_percent: float = 0.85) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def spectral_shape(S: np.ndarray, freq: np.ndarray,
+                   roll_percent: float = 0.85) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Centroid, bandwidth (p=2) and roll-off per frame, as librosa defines them.
 
     One pass shares the per-frame normalisation that librosa's three
@@ -219,7 +239,7 @@ def spectral_shape(S: np.ndarray, freq: np.ndarray, roll_percent: float = 0.85) 
 
 def spectral_flatness(S: np.ndarray, amin: float = 1e-10) -> np.ndarray:
     """Geometric over arithmetic mean of the power spectrum, per frame (0..1)."""
-    power = np.maximum(amin, np.square(S, dtype=np.float64))
+    power = np.maximum(amin, np.square(S, dtype=np.float64))  # float64: the log-mean of tiny powers
     return np.exp(np.mean(np.log(power), axis=0)) / np.mean(power, axis=0)
 
 
@@ -235,9 +255,15 @@ def _db(x: np.ndarray, amin: float = 1e-10, top_db: float | None = 80.0) -> np.n
     return np.maximum(d, d.max() - top_db) if top_db is not None and d.size else d
 
 
-def spectral_contrast(S: np.ndarray, freq: np.ndarray, n_bands: int = 6, fmin: float = 200.0,
-                      quantile: float = 0.02) -> np.ndarray:
+def spectral_contrast(S: np.ndarray, freq: np.ndarray, n_bands: int = 6) -> np.ndarray:
     """Peak-minus-valley level (dB) in octave bands, librosa's ``spectral_contrast``."""
+    peak, valley = contrast_levels(S, freq, n_bands)
+    return _db(peak) - _db(valley)
+
+
+def contrast_levels(S: np.ndarray, freq: np.ndarray, n_bands: int = 6, fmin: float = 200.0,
+                    quantile: float = 0.02) -> tuple[np.ndarray, np.ndarray]:
+    """Mean magnitude of the top and bottom ``quantile`` of each octave band, per frame."""
     octa = np.zeros(n_bands + 2)
     octa[1:] = fmin * (2.0 ** np.arange(0, n_bands + 1))
     valley = np.zeros((n_bands + 1, S.shape[1]))
@@ -256,7 +282,7 @@ def spectral_contrast(S: np.ndarray, freq: np.ndarray, n_bands: int = 6, fmin: f
         ordered = np.sort(sub, axis=0)
         valley[k] = ordered[:m].mean(axis=0)
         peak[k] = ordered[-m:].mean(axis=0)
-    return _db(peak) - _db(valley)
+    return peak, valley
 
 
 def mfcc(mel_power: np.ndarray, n_mfcc: int) -> np.ndarray:
@@ -266,10 +292,12 @@ def mfcc(mel_power: np.ndarray, n_mfcc: int) -> np.ndarray:
 
 def frame_rms(y: np.ndarray, frame_length: int, hop_length: int) -> np.ndarray:
     """RMS of each centred frame (zero padded), as ``librosa.feature.rms(y=...)``."""
-    x = np.pad(np.asarray(y, dtype=np.float64), (frame_length // 2, frame_length // 2))
-    energy = np.concatenate([[0.0], np.cumsum(np.square(x))])
-    starts = np.arange(1 + (len(x) - frame_length) // hop_length) * hop_length
-    return np.sqrt(np.maximum(0.0, energy[starts + frame_length] - energy[starts]) / frame_length)
+    energy = np.pad(np.asarray(y, dtype=np.float64), (frame_length // 2, frame_length // 2))
+    np.square(energy, out=energy)
+    np.cumsum(energy, out=energy)  # in place: one signal-sized array in all
+    starts = np.arange(1 + (len(energy) - frame_length) // hop_length) * hop_length
+    before = np.where(starts > 0, energy[np.maximum(starts - 1, 0)], 0.0)
+    return np.sqrt(np.maximum(0.0, energy[starts + frame_length - 1] - before) / frame_length)
 
 
 def zero_crossing_rate(y: np.ndarray, frame_length: int, hop_length: int, threshold: float = 1e-10) -> np.ndarray:
@@ -277,8 +305,10 @@ def zero_crossing_rate(y: np.ndarray, frame_length: int, hop_length: int, thresh
     half = frame_length // 2
     padded = np.pad(np.asarray(y), (half, half), mode="edge")
     negative = padded < -threshold  # librosa counts |x| <= threshold as 0, and 0 as positive
-    crossings = np.concatenate([[0], np.cumsum(negative[1:] != negative[:-1])])
-    n_frames = 1 + (len(padded) - frame_length) // hop_length
+    del padded
+    crossings = np.zeros(len(negative), dtype=np.int32)
+    np.cumsum(negative[1:] != negative[:-1], out=crossings[1:])
+    n_frames = 1 + (len(negative) - frame_length) // hop_length
     if n_frames < 1:
         return np.zeros(0)
     starts = np.arange(n_frames) * hop_length
@@ -317,9 +347,9 @@ def measure_levels(y: np.ndarray, sr: int) -> Levels:
     """
     import pyloudnorm
 
-    x = np.asarray(y, dtype=np.float64)
+    x = np.asarray(y)  # float32 is fine for pyloudnorm and halves its copies of a long song
     peak = _dbfs(float(np.max(np.abs(x)))) if x.size else _SILENCE_DBFS
-    rms = _dbfs(float(np.sqrt(np.mean(np.square(x))))) if x.size else _SILENCE_DBFS
+    rms = _dbfs(float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))) if x.size else _SILENCE_DBFS
     if len(x) < 0.4 * sr:  # pyloudnorm's own limit
         return Levels(None, f"shorter than the 400 ms BS.1770 gating block ({len(x) / sr * 1000:.0f} ms)", peak, rms)
     with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):

@@ -153,7 +153,8 @@ def track_beats(onset: np.ndarray, period: float, tightness: float = 100.0) -> n
     half = int(np.ceil(period))
     kernel = np.exp(-0.5 * (np.arange(-half, half + 1) * 32.0 / period) ** 2)
     local = np.convolve(onset / std, kernel, mode="same")
-    offsets = np.arange(max(1, int(round(period / 2))), int(np.floor(2 * period)) + 1)  # how far back a predecessor may be
+    # a predecessor lies half a period to two periods back
+    offsets = np.arange(max(1, int(round(period / 2))), int(np.floor(2 * period)) + 1)
     penalty = -tightness * np.log(offsets / period) ** 2
     cum = np.empty(n)
     back = np.full(n, -1, dtype=int)
@@ -270,7 +271,8 @@ def downbeat_phase(accents: np.ndarray, beats_per_bar: int) -> int:
     return int(np.flatnonzero(scores >= PHASE_TIE * best)[0]) if best > 0 else 0
 
 
-def make_bars(beat_times: np.ndarray, phase: int, beats_per_bar: int, period_s: float, duration_s: float) -> tuple[Bar, ...]:
+def make_bars(beat_times: np.ndarray, phase: int, beats_per_bar: int, period_s: float,
+              duration_s: float) -> tuple[Bar, ...]:
     """Bars of ``beats_per_bar`` beats from each downbeat.
 
     A bar ends at the next downbeat; the last one a bar's length after its

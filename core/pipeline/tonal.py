@@ -85,7 +85,8 @@ def pitch_tuning(freqs: np.ndarray, resolution: float = 0.01) -> float:
     return float(edges[np.argmax(counts)])
 
 
-def chroma_filterbank(sr: int, n_fft: int, tuning: float = 0.0, ctroct: float = 5.0, octwidth: float = 2.0) -> np.ndarray:
+def chroma_filterbank(sr: int, n_fft: int, tuning: float = 0.0, ctroct: float = 5.0,
+                      octwidth: float = 2.0) -> np.ndarray:
     """librosa's ``filters.chroma`` (12 bins, C first, L2-normalised columns), shape (12, 1 + n_fft // 2).
 
     Each FFT bin spreads over the nearby pitch classes with a Gaussian as wide
@@ -108,9 +109,14 @@ def chroma_filterbank(sr: int, n_fft: int, tuning: float = 0.0, ctroct: float = 
     return np.ascontiguousarray(wts[:, : 1 + n_fft // 2], dtype=np.float32)
 
 
-def chroma_from_power(power: np.ndarray, sr: int, n_fft: int, tuning: float) -> np.ndarray:
-    """``librosa.feature.chroma_stft(S=power, tuning=...)``: each frame scaled to a maximum of 1."""
-    raw = chroma_filterbank(sr, n_fft, tuning) @ power
+def chroma_from_power(power: np.ndarray, sr: int, n_fft: int, tuning: float,
+                      filterbank: np.ndarray | None = None) -> np.ndarray:
+    """``librosa.feature.chroma_stft(S=power, tuning=...)``: each frame scaled to a maximum of 1.
+
+    ``filterbank`` is :func:`chroma_filterbank` for these settings, when the caller already has it.
+    """
+    fb = chroma_filterbank(sr, n_fft, tuning) if filterbank is None else filterbank
+    raw = fb @ power
     peak = raw.max(axis=0, keepdims=True) if raw.size else raw
     return raw / np.where(peak < np.finfo(raw.dtype).tiny, 1.0, peak)
 
