@@ -10,7 +10,8 @@ from core.engine.store_rows import BatchStatus
 
 
 def exit_code(summary) -> int:
-    return 1 if summary.failed else 0
+    """0 only when the batch finished and every file succeeded; a paused or cancelled batch is not a success."""
+    return 0 if summary.status is BatchStatus.FINISHED and not summary.failed else 1
 
 
 def print_summary(summary, out_dir: str, *, json_mode: bool = False, stream=None) -> int:

@@ -9,6 +9,7 @@ window's ``QThreadPool``). The last supervisor to leave finishes the run.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -109,8 +110,12 @@ class Engine:
         except BaseException:
             self.store.close()
             raise
-        self.breakers = BreakerRegistry(clock, store=SqliteBreakerStore(self.store),
-                                        default_config=self.options.breaker)
+        breaker_config = self.options.breaker
+        longest_attempt = self.options.timeouts.ceiling_s + 60.0
+        if breaker_config.half_open_max_wait_s < longest_attempt:
+            # a probe may legitimately run as long as the longest stage attempt: don't call it hung before that
+            breaker_config = dataclasses.replace(breaker_config, half_open_max_wait_s=longest_attempt)
+        self.breakers = BreakerRegistry(clock, store=SqliteBreakerStore(self.store), default_config=breaker_config)
         self.breakers.add_listener(self._on_breaker)
         self._executor = executor
         self._own_executor = executor is None
@@ -297,6 +302,7 @@ class BatchRun:
         self._done_this_run = 0
         self._unsub = engine.bus.subscribe(self._track_stage, ev.StageStarted)
         self._warm = threading.Event()
+        self._finishing = False
 
     # -- control ------------------------------------------------------------------
     def pause(self, reason: str = "paused") -> None:
@@ -307,7 +313,7 @@ class BatchRun:
 
     def _stop(self, status: BatchStatus, reason: str) -> None:
         with self._lock:
-            if self._stop_status is None:
+            if self._stop_status is None or status is BatchStatus.CANCELLED:  # cancel overrides a pause
                 self._stop_status = status
                 self.pause_reason = reason
         self.token.cancel(reason)
@@ -330,18 +336,23 @@ class BatchRun:
     def work(self) -> None:
         """Claim and run jobs until the queue is empty or the run is stopped."""
         with self._lock:
+            if self._finishing:  # the run already ended: a late supervisor has nothing to do
+                return
             self._workers += 1
             first = not self._started
             self._started = True
-        if first:
-            self.engine.store.set_batch_status(self.batch_id, BatchStatus.RUNNING)
-            self.engine.bus.publish(ev.BatchStarted(self.batch_id, self.total, self.resumed))
-            if self.deps.executor is None:
-                self.deps.executor = self.engine.executor
-            self._warm_up()
-        else:
-            self._warm.wait()
         try:
+            if first:
+                try:
+                    self.engine.store.set_batch_status(self.batch_id, BatchStatus.RUNNING)
+                    self.engine.bus.publish(ev.BatchStarted(self.batch_id, self.total, self.resumed))
+                    if self.deps.executor is None:
+                        self.deps.executor = self.engine.executor
+                    self._warm_up()
+                finally:
+                    self._warm.set()  # never leave the other supervisors waiting
+            else:
+                self._warm.wait()
             runner = JobRunner(self.deps)
             while not self.token.is_set():
                 with self._lock:
@@ -351,20 +362,28 @@ class BatchRun:
                     token = CancelToken(parent=self.token)
                     self._job_tokens[job_id] = token
                     self._running[job_id] = ""
-                job = self.engine.store.job(job_id)
                 try:
-                    outcome = runner.run(job, token)
-                except Exception as exc:  # a bug in the engine itself: record it, go on with the batch
+                    outcome = runner.run(self.engine.store.job(job_id), token)
+                except Exception as exc:  # the engine itself failed (e.g. the store): stop cleanly, lose nothing
                     log.exception("the engine failed on job %s", job_id)
-                    self.engine.store.mark_job_failed(job_id, classify(exc))
-                    outcome = JobOutcome(job_id, JobStatus.FAILED)
+                    info = classify(exc)
+                    self.pause(f"Stave could not record its progress: {info.reason}. {info.suggestion}")
+                    outcome = JobOutcome(job_id, JobStatus.PENDING, info)
                 self._account(job_id, token, outcome)
+        except Exception:
+            log.exception("a supervisor of batch %s failed", self.batch_id)
+            self.pause("an internal error stopped the batch; see the log")
         finally:
             with self._lock:
                 self._workers -= 1
-                last = self._workers == 0
+                last = self._workers == 0 and not self._finishing
+                if last:
+                    self._finishing = True
             if last:
-                self._finish()
+                try:
+                    self._finish()
+                finally:
+                    self.finished.set()
 
     def _warm_up(self) -> None:
         """Let one worker compile (and cache) what the stages JIT-compile, then open the gate."""
@@ -376,8 +395,6 @@ class BatchRun:
                                        cancel=self.token)
         except Exception as exc:  # a failed warm-up is not fatal: the stages will say what is wrong
             log.warning("worker warm-up failed: %s", exc)
-        finally:
-            self._warm.set()
 
     def _account(self, job_id: int, token: CancelToken, outcome: JobOutcome) -> None:
         with self._lock:
@@ -412,31 +429,31 @@ class BatchRun:
         store = self.engine.store
         with self._lock:
             stop = self._stop_status
-        pending = store.counts(self.batch_id)[JobStatus.PENDING.value]
-        if stop is BatchStatus.CANCELLED:
-            for job in store.jobs(self.batch_id, JobStatus.PENDING):
-                store.mark_job_cancelled(job.id)
-            status = BatchStatus.CANCELLED
-        elif stop is BatchStatus.PAUSED or pending:
-            status = BatchStatus.PAUSED
-        else:
-            status = BatchStatus.FINISHED
-        store.set_batch_status(self.batch_id, status, notes=self.pause_reason or None)
+        self._unsub()
+        counts: dict = {}
+        status = BatchStatus.PAUSED
         try:
+            pending = store.counts(self.batch_id)[JobStatus.PENDING.value]
+            if stop is BatchStatus.CANCELLED:
+                for job in store.jobs(self.batch_id, JobStatus.PENDING):
+                    store.mark_job_cancelled(job.id)
+                status = BatchStatus.CANCELLED
+            elif stop is BatchStatus.PAUSED or pending:
+                status = BatchStatus.PAUSED
+            else:
+                status = BatchStatus.FINISHED
+            store.set_batch_status(self.batch_id, status, notes=self.pause_reason or None)
             from core.engine.datasets import rebuild_datasets
 
             rebuild_datasets(store, self.engine.out_dir)
-        except ImportError:
-            pass
+            store.checkpoint()
+            counts = store.counts(self.batch_id)
         except Exception:
-            log.exception("could not rebuild the batch datasets in %s", self.engine.out_dir)
-        store.checkpoint()
-        self._unsub()
+            log.exception("could not close batch %s cleanly in %s", self.batch_id, self.engine.out_dir)
         elapsed = self.engine.clock.monotonic() - self.t0
         if status is BatchStatus.PAUSED:
             self.engine.bus.publish(ev.BatchPaused(self.batch_id, self.pause_reason))
-        self.engine.bus.publish(ev.BatchFinished(self.batch_id, status.value, store.counts(self.batch_id), elapsed))
-        self.finished.set()
+        self.engine.bus.publish(ev.BatchFinished(self.batch_id, status.value, counts, elapsed))
 
     def summary(self) -> BatchSummary:
         return self.engine.summary(self.batch_id, self.engine.clock.monotonic() - self.t0, self.pause_reason)

@@ -25,6 +25,7 @@ from typing import Any, Callable, Protocol
 
 import pebble
 
+from core.resilience import children
 from core.resilience.cancel import CancelToken
 from core.resilience.errors import Cancelled, StageTimeout, WorkerCrashed
 
@@ -47,6 +48,7 @@ def _worker_init(env: dict[str, str]) -> None:
     os.environ.update(env)
     # A worker ignores Ctrl-C: the supervisor decides what a Ctrl-C means.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    children.install_sigterm_handler()  # a stopped worker takes the tools it started with it
 
 
 def _signal_name(code: int | None) -> str:
@@ -124,8 +126,16 @@ class ProcessExecutor:
             cancel: CancelToken | None = None) -> Any:
         """Run ``fn(*args)`` in a worker; raise StageTimeout, WorkerCrashed or Cancelled.
 
-        Exceptions raised by ``fn`` itself are re-raised as they are.
+        Exceptions raised by ``fn`` itself are re-raised as they are. If the pool
+        is rebuilt (for another task) while this one waits, it is submitted again.
         """
+        for _ in range(3):
+            outcome = self._run_once(fn, args, timeout_s, cancel)
+            if outcome is not _RESUBMIT:
+                return outcome
+        raise WorkerCrashed("the worker pool was rebuilt three times while this task waited")
+
+    def _run_once(self, fn, args, timeout_s, cancel):
         if cancel is not None:
             cancel.raise_if_cancelled()
         pool = self._get_pool()
@@ -134,28 +144,39 @@ class ProcessExecutor:
         start = time.monotonic()
         hard_deadline = None if timeout is None else start + timeout + self.grace_s
         while True:
-            try:
-                return future.result(timeout=self.poll_s)
-            except concurrent.futures.TimeoutError as exc:
-                if future.done():
-                    if exc.args[:1] == ("Task timeout",):  # pebble killed it at the deadline
-                        raise StageTimeout(
-                            f"timed out after {timeout:.1f} s; the worker was killed and replaced"
-                        ) from None
-                    raise  # the function's own TimeoutError
-            except pebble.ProcessExpired as exc:
-                code = exc.exitcode
-                sig = _signal_name(code)
-                how = f"killed by {sig}" if sig else f"exited with code {code}"
-                hint = " (possibly killed for memory)" if sig == "SIGKILL" else ""
-                raise WorkerCrashed(f"worker process {how}{hint}", exitcode=code) from None
-            except concurrent.futures.CancelledError:
-                raise Cancelled(cancel.reason if cancel is not None and cancel.is_set() else "cancelled") from None
+            done, _ = concurrent.futures.wait([future], timeout=self.poll_s)
+            if done:
+                return self._result(future, timeout, cancel)
             if cancel is not None and cancel.is_set():
                 future.cancel()  # pebble kills the worker running it
                 raise Cancelled(cancel.reason or "cancelled")
+            with self._lock:
+                replaced = self._pool is not pool
+            if replaced:  # another task's watchdog threw this pool away: this task did nothing wrong
+                future.cancel()
+                return _RESUBMIT
             if hard_deadline is not None and time.monotonic() > hard_deadline:
                 # pebble missed its own timeout: kill everything and start a new pool.
                 future.cancel()
                 self.rebuild(f"a task outlived its {timeout:.1f} s timeout by {self.grace_s:.0f} s")
                 raise StageTimeout(f"timed out after {timeout:.1f} s; the worker pool was rebuilt")
+
+    @staticmethod
+    def _result(future, timeout, cancel):
+        try:
+            return future.result()
+        except concurrent.futures.TimeoutError as exc:
+            if exc.args[:1] == ("Task timeout",):  # pebble killed it at the deadline
+                raise StageTimeout(f"timed out after {timeout:.1f} s; the worker was killed and replaced") from None
+            raise  # the function's own TimeoutError
+        except pebble.ProcessExpired as exc:
+            code = exc.exitcode
+            sig = _signal_name(code)
+            how = f"killed by {sig}" if sig else f"exited with code {code}"
+            hint = " (possibly killed for memory)" if sig == "SIGKILL" else ""
+            raise WorkerCrashed(f"worker process {how}{hint}", exitcode=code) from None
+        except concurrent.futures.CancelledError:
+            raise Cancelled(cancel.reason if cancel is not None and cancel.is_set() else "cancelled") from None
+
+
+_RESUBMIT = object()

@@ -36,7 +36,8 @@ class FolderLock:
         except OSError:
             holder = ""
             try:
-                holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+                os.lseek(fd, 0, os.SEEK_SET)
+                holder = os.read(fd, 64).decode("ascii", "replace").strip()
             except OSError:
                 pass
             os.close(fd)
@@ -45,8 +46,10 @@ class FolderLock:
                 f"another Stave{who} is running a batch in {os.path.dirname(os.path.dirname(self.path))}",
                 suggestion="Wait for it to finish or pause it there; `stave status DIR` shows its progress.",
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode("ascii"), 0)
+        if fcntl is not None:  # on Windows the locked first byte cannot be rewritten
+            os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, str(os.getpid()).encode("ascii"))
         self._fd = fd
 
     def release(self) -> None:

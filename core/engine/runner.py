@@ -83,8 +83,11 @@ class RunnerDeps:
 
 
 class JobRunner:
+    """Runs jobs one after another (one JobRunner per supervisor thread)."""
+
     def __init__(self, deps: RunnerDeps):
         self.d = deps
+        self._crashes: dict[tuple[str, str], int] = {}  # (stage, backend) -> crashes or hangs, this job
 
     # -- helpers ----------------------------------------------------------------
     def work_dir(self, job_id: int) -> str:
@@ -99,9 +102,11 @@ class JobRunner:
         fixed = float((self.d.config.get("stage_timeouts") or {}).get(spec.timeout_key or spec.name, 0) or 0)
         if fixed > 0:
             return fixed
+        if not audio_s:  # unknown length (before ingest): history per audio second says nothing
+            return self.d.timeouts.timeout_for(0.0, [])
         key = f"{spec.name}:{backend}" if backend else spec.name
         samples = [(r.elapsed_s, r.audio_s) for r in self.d.store.durations(key) if r.audio_s]
-        return self.d.timeouts.timeout_for(audio_s or 0.0, samples)
+        return self.d.timeouts.timeout_for(audio_s, samples)
 
     def _stage_states(self, job_id: int) -> dict[str, dict]:
         out = {}
@@ -123,11 +128,14 @@ class JobRunner:
         def once() -> tuple[StageOutput, float, str]:
             cancel.raise_if_cancelled()
             permit = breaker.acquire() if breaker is not None else None
-            timeout_s = self._timeout_for(spec, backend, audio_s)
-            attempt_id = d.store.begin_stage_attempt(job.id, spec.name)
-            d.bus.publish(ev.StageStarted(job.id, spec.name, d.store.stage_row(job.id, spec.name).attempts, timeout_s))
             t0 = d.clock.monotonic()
+            attempt_id = None
             try:
+                timeout_s = self._timeout_for(spec, backend, audio_s)
+                attempt_id = d.store.begin_stage_attempt(job.id, spec.name)
+                d.bus.publish(ev.StageStarted(job.id, spec.name, d.store.stage_row(job.id, spec.name).attempts,
+                                              timeout_s))
+                t0 = d.clock.monotonic()
                 out = d.executor.run(run_stage_in_worker, (spec.fn, dataclasses.replace(ctx, timeout_s=timeout_s)),
                                      timeout_s=timeout_s, cancel=cancel)
             except BaseException as exc:
@@ -138,12 +146,15 @@ class JobRunner:
                         breaker.record_failure(permit, info, elapsed)
                     else:
                         breaker.release(permit)
-                d.store.fail_stage(job.id, spec.name, info, elapsed_s=elapsed, attempt_id=attempt_id)
+                if attempt_id is not None:
+                    d.store.fail_stage(job.id, spec.name, info, elapsed_s=elapsed, attempt_id=attempt_id)
                 if info.kind in (ErrorKind.WORKER_CRASH, ErrorKind.TIMEOUT):
-                    crashes = d.store.record_crash(job.id)
-                    if crashes >= d.max_crashes:
+                    d.store.record_crash(job.id)  # the total, for people; the budget is per stage and backend
+                    key = (spec.name, backend)
+                    self._crashes[key] = self._crashes.get(key, 0) + 1
+                    if self._crashes[key] >= d.max_crashes:
                         raise Quarantined(
-                            f"{info.reason} ({crashes} times on this file: set aside)", kind=info.kind,
+                            f"{info.reason} ({self._crashes[key]} times on this file: set aside)", kind=info.kind,
                             suggestion="The file may be hostile to the decoder or too long for the timeout; "
                                        "check it, then use 'Retry failed' to try again.",
                         ) from exc
@@ -181,67 +192,90 @@ class JobRunner:
         return out, elapsed, out.degraded, out.reason, plan.primary
 
     # -- one job ------------------------------------------------------------------
+    def _input_changed(self, job: JobRow) -> bool:
+        """The file at the job's path is not the one scanned (replaced or edited since)."""
+        try:
+            st = os.stat(job.input_path)
+        except OSError:
+            return False  # ingest says what is wrong with it
+        return ((job.size_bytes is not None and st.st_size != job.size_bytes)
+                or (job.mtime is not None and abs(st.st_mtime - job.mtime) > 1e-3))
+
     def run(self, job: JobRow, cancel: CancelToken) -> JobOutcome:
         d = self.d
         t_job = d.clock.monotonic()
-        d.store.mark_job_started(job.id)
-        d.bus.publish(ev.JobStarted(job.id, job.input_path))
+        self._crashes = {}
         work_dir = self.work_dir(job.id)
-        os.makedirs(work_dir, exist_ok=True)
-        song_id = job.song_id
-        audio_s = job.audio_duration_s
+        state = {"song_id": job.song_id, "audio_s": job.audio_duration_s, "stage": d.stages[0].name}
         degraded: list[str] = []
         ran: list[str] = []
-        upstream_ran = False
-        outcome = JobOutcome(job.id, JobStatus.DONE)
-
-        for spec in d.stages:
-            fingerprint = d.fingerprint(spec.name)
-            if not upstream_ran and self._still_valid(job.id, spec, fingerprint):
-                row = d.store.stage_row(job.id, spec.name)
-                if row.degraded:
-                    degraded.append(f"{spec.name}: {row.degraded_reason}")
-                d.bus.publish(ev.StageFinished(job.id, spec.name, row.elapsed_s or 0.0, skipped=True))
-                continue
-            upstream_ran = True
-            if not spec.is_enabled(d.config):
-                d.store.skip_stage(job.id, spec.name, spec.skip_reason or "switched off",
-                                   stage_version=spec.version, fingerprint=fingerprint)
-                continue
-            plan = spec.plan_for(d.config, d.availability)
-            facts = {"audio_duration_s": audio_s, "stages": self._stage_states(job.id)}
-            ctx = StageContext(job_id=job.id, stage=spec.name, input_path=job.input_path, out_dir=d.out_dir,
-                               work_dir=work_dir, song_id=song_id, config=d.config, facts=facts)
-            try:
-                out, elapsed, is_degraded, reason, backend = self._run_stage(job, spec, ctx, plan, cancel, audio_s)
-            except BaseException as exc:  # noqa: BLE001 - every failure is classified and recorded
-                info = engine_classify(exc)
-                return self._job_failed(job, spec.name, info, exc, t_job, ran)
-            ran.append(spec.name)
-            d.store.finish_stage(job.id, spec.name, manifest=out.artifacts, stage_version=spec.version,
-                                 fingerprint=fingerprint, degraded=is_degraded, reason=reason, elapsed_s=elapsed)
-            key = f"{spec.name}:{backend}" if backend else spec.name
-            d.store.record_duration(key, elapsed, audio_s)
-            if out.facts.get("song_id") and out.facts["song_id"] != song_id:
-                song_id = out.facts["song_id"]
-                d.store.update_job_facts(job.id, song_id=song_id, content_hash=out.facts.get("content_hash", ""),
-                                         audio_duration_s=out.facts.get("audio_duration_s"))
-            if out.facts.get("audio_duration_s"):
-                audio_s = float(out.facts["audio_duration_s"])
-            if is_degraded:
-                degraded.append(f"{spec.name}: {reason}")
-                d.bus.publish(ev.StageDegraded(job.id, spec.name, reason))
-            d.bus.publish(ev.StageFinished(job.id, spec.name, elapsed))
-
-        d.store.mark_job_finished(job.id, degraded_reasons=degraded, audio_duration_s=audio_s)
-        if not d.keep_work_files:
+        try:
+            if self._input_changed(job):
+                st = os.stat(job.input_path)
+                with d.store.transaction():
+                    d.store.reset_stages_from(job.id, d.stages[0].name, stage_order=[s.name for s in d.stages])
+                    d.store.update_job_facts(job.id, size_bytes=st.st_size, mtime=st.st_mtime)
+            d.store.mark_job_started(job.id)
+            d.bus.publish(ev.JobStarted(job.id, job.input_path))
+            os.makedirs(work_dir, exist_ok=True)
+            upstream_ran = False
+            for spec in d.stages:
+                state["stage"] = spec.name
+                fingerprint = d.fingerprint(spec.name)
+                if not upstream_ran and self._still_valid(job.id, spec, fingerprint):
+                    row = d.store.stage_row(job.id, spec.name)
+                    if row.degraded:
+                        degraded.append(f"{spec.name}: {row.degraded_reason}")
+                    d.bus.publish(ev.StageFinished(job.id, spec.name, row.elapsed_s or 0.0, skipped=True))
+                    continue
+                if not upstream_ran:
+                    # From here on everything runs again: forget later stages' results now, so that an
+                    # interruption can never leave them looking valid over new upstream outputs.
+                    d.store.reset_stages_from(job.id, spec.name, stage_order=[s.name for s in d.stages])
+                    d.store.mark_job_started(job.id)
+                    upstream_ran = True
+                if not spec.is_enabled(d.config):
+                    d.store.skip_stage(job.id, spec.name, spec.skip_reason or "switched off",
+                                       stage_version=spec.version, fingerprint=fingerprint)
+                    continue
+                self._one_stage(job, spec, fingerprint, work_dir, state, degraded, cancel)
+                ran.append(spec.name)
+            d.store.mark_job_finished(job.id, degraded_reasons=degraded, audio_duration_s=state["audio_s"])
+        except BaseException as exc:  # noqa: BLE001 - every failure is classified and recorded
+            return self._job_failed(job, state["stage"], engine_classify(exc), exc, t_job, ran)
+        if not d.keep_work_files and not degraded:
+            # a degraded job keeps its intermediates, so "re-run degraded" redoes only what was degraded
             shutil.rmtree(work_dir, ignore_errors=True)
-        outcome.degraded_reasons = tuple(degraded)
-        outcome.elapsed_s = d.clock.monotonic() - t_job
-        outcome.audio_s = audio_s or 0.0
-        outcome.ran_stages = tuple(ran)
+        outcome = JobOutcome(job.id, JobStatus.DONE, degraded_reasons=tuple(degraded),
+                             elapsed_s=d.clock.monotonic() - t_job, audio_s=state["audio_s"] or 0.0,
+                             ran_stages=tuple(ran))
         d.bus.publish(ev.JobFinished(job.id, job.input_path, outcome.elapsed_s, bool(degraded), tuple(degraded)))
         return outcome
+
+    def _one_stage(self, job: JobRow, spec: StageSpec, fingerprint: str, work_dir: str, state: dict,
+                   degraded: list[str], cancel: CancelToken) -> None:
+        d = self.d
+        plan = spec.plan_for(d.config, d.availability)
+        facts = {"audio_duration_s": state["audio_s"], "stages": self._stage_states(job.id)}
+        ctx = StageContext(job_id=job.id, stage=spec.name, input_path=job.input_path, out_dir=d.out_dir,
+                           work_dir=work_dir, song_id=state["song_id"], config=d.config, facts=facts)
+        out, elapsed, is_degraded, reason, backend = self._run_stage(job, spec, ctx, plan, cancel, state["audio_s"])
+        new_id = out.facts.get("song_id")
+        with d.store.transaction():  # the stage's done row and what it learnt about the file: all or nothing
+            d.store.finish_stage(job.id, spec.name, manifest=out.artifacts, stage_version=spec.version,
+                                 fingerprint=fingerprint, degraded=is_degraded, reason=reason, elapsed_s=elapsed)
+            if new_id and new_id != state["song_id"]:
+                d.store.update_job_facts(job.id, song_id=new_id, content_hash=out.facts.get("content_hash", ""),
+                                         audio_duration_s=out.facts.get("audio_duration_s"))
+        if new_id:
+            state["song_id"] = new_id
+        if out.facts.get("audio_duration_s"):
+            state["audio_s"] = float(out.facts["audio_duration_s"])
+        d.store.record_duration(f"{spec.name}:{backend}" if backend else spec.name, elapsed, state["audio_s"])
+        if is_degraded:
+            degraded.append(f"{spec.name}: {reason}")
+            d.bus.publish(ev.StageDegraded(job.id, spec.name, reason))
+        d.bus.publish(ev.StageFinished(job.id, spec.name, elapsed))
 
     def _job_failed(self, job: JobRow, stage: str, info: ErrorInfo, exc: BaseException, t_job: float,
                     ran: list[str]) -> JobOutcome:

@@ -25,6 +25,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from core.resilience import children
 from core.resilience.cancel import CancelToken
 from core.resilience.clock import SYSTEM_CLOCK, Clock
 from core.resilience.errors import (
@@ -152,14 +153,37 @@ def separate_demucs(
     run_env = None if env is None else {**os.environ, **env}
     with open(out / STDOUT_LOG, "wb") as so, open(out / STDERR_LOG, "wb") as se:
         proc = _start(argv, cwd=out, stdout=so, stderr=se, env=run_env)
-        _supervise(proc, timeout_s=timeout_s, cancel=cancel, grace_s=kill_grace_s, poll_s=poll_s, clock=clock)
+        if os.name == "posix":
+            children.register(proc.pid)  # its own process group: the worker kills it if it is stopped
+        try:
+            _supervise(proc, timeout_s=timeout_s, cancel=cancel, grace_s=kill_grace_s, poll_s=poll_s, clock=clock)
+        finally:
+            if os.name == "posix":
+                children.unregister(proc.pid)
     return _check_result(proc.returncode, stem_dir, stems, out / STDERR_LOG)
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec (Linux): be killed when the worker that started us dies.
+
+    If the worker is killed (stage timeout, pause, a second Ctrl-C), its own clean-up
+    never runs; without this Demucs would go on as an orphan.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _start(argv: list[str], *, cwd: Path, stdout, stderr, env) -> subprocess.Popen:
     kw: dict = {}
     if os.name == "posix":
         kw["start_new_session"] = True  # own session and process group: killpg reaches its children
+        if sys.platform.startswith("linux"):
+            kw["preexec_fn"] = _die_with_parent
     else:
         kw["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
     try:

@@ -135,6 +135,8 @@ def _check_float(name: str, value: Any, low: float, *, open_low: bool = False) -
 class BreakerOpenError(DependencyFailed):
     """A call was rejected because its breaker is open (or half-open and busy)."""
 
+    retryable = False  # retrying at once is pointless: take the fallback, or wait for the next probe
+
     def __init__(
         self, breaker: str, retry_at: float | None = None, retry_in_s: float | None = None, probing: bool = False
     ):

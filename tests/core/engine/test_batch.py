@@ -109,9 +109,9 @@ def test_hung_stage_is_killed_retried_then_quarantined(tmp_path, executor, clock
         assert failed["path"].endswith("hang_me.wav") and "timed out" in failed["reason"]
         hung = [j for j in engine.store.jobs(added.batch_id) if j.status is JobStatus.QUARANTINED][0]
         assert failed["kind"] == "timeout"
-        # the tool timed out twice (quarantine), the fallback was tried once and hung too
-        assert [a.error_kind.value for a in engine.store.attempt_log(hung.id, "process")] == ["timeout"] * 3
-        assert hung.crash_count == 3
+        # the tool timed out twice (its budget on this file), then the fallback hung twice too
+        assert [a.error_kind.value for a in engine.store.attempt_log(hung.id, "process")] == ["timeout"] * 4
+        assert hung.crash_count == 4
 
 
 def test_crashing_worker_is_replaced_and_the_batch_goes_on(tmp_path, executor, clock):
