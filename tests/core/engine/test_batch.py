@@ -197,3 +197,55 @@ def test_a_second_engine_on_the_same_folder_is_refused(tmp_path, executor, clock
     # released on close: a new engine can open it
     with _engine(tmp_path / "out", executor, clock)[0]:
         pass
+
+
+def test_a_stage_run_again_resets_every_later_stage_first(tmp_path, executor, clock):
+    """A re-run stage must not leave later stages looking valid over its new outputs."""
+    from core.engine.batch import Pipeline
+    from core.engine.stagegraph import StageSpec
+    from core.engine.store_rows import StageStatus
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    _wav(inputs, "a.wav")
+    out = tmp_path / "out"
+    with _engine(out, executor, clock)[0] as engine:
+        batch = engine.add_paths([inputs], {}).batch_id
+        assert engine.run(batch).counts["done"] == 1
+    # a new version of "process" that fails on every file (an input error: no retry, no fallback)
+    stages = (teststages.STAGES[0],
+              StageSpec("process", "2", "tests.core.engine.teststages:process_rejects"),
+              teststages.STAGES[2])
+    pipeline = Pipeline(stages, config_to_dict=dict, fingerprint=teststages.pipeline().fingerprint)
+    engine = Engine(out, pipeline, EngineOptions(workers=1), clock=clock, executor=executor)
+    with engine:
+        job = engine.store.jobs(batch)[0]
+        engine.store.reset_job(job.id)
+        summary = engine.run(batch)
+        assert summary.counts["failed"] == 1
+        assert engine.store.stage_row(job.id, "ingest").status is StageStatus.DONE
+        assert engine.store.stage_row(job.id, "process").status is StageStatus.FAILED
+        assert engine.store.stage_row(job.id, "export").status is StageStatus.PENDING  # reset, not left "done"
+
+
+def test_late_supervisor_does_not_finish_twice(tmp_path, executor, clock):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    _wav(inputs, "a.wav")
+    engine, events = _engine(tmp_path / "out", executor, clock)
+    with engine:
+        batch = engine.add_paths([inputs], {}).batch_id
+        run = engine.start(batch)
+        run.work()
+        assert run.finished.is_set()
+        run.work()  # a supervisor that started late
+    assert len([e for e in events if isinstance(e, ev.BatchFinished)]) == 1
+
+
+def test_paused_batch_is_not_a_success():
+    from core.commands.report import exit_code
+    from core.engine.batch import BatchSummary
+
+    paused = BatchSummary(1, BatchStatus.PAUSED, {"pending": 3, "done": 1}, [], [], 1.0, "Ctrl-C")
+    finished = BatchSummary(1, BatchStatus.FINISHED, {"done": 4}, [], [], 1.0)
+    assert exit_code(paused) == 1 and exit_code(finished) == 0

@@ -81,3 +81,7 @@ STAGES = (
 def pipeline() -> Pipeline:
     return Pipeline(STAGES, config_to_dict=lambda c: dict(c),
                     fingerprint=lambda config, stage: json.dumps(config, sort_keys=True))
+
+
+def process_rejects(ctx: StageContext) -> StageOutput:
+    raise InputError("this version of the stage rejects every file")
