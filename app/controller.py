@@ -602,10 +602,9 @@ class Controller(QObject):
         ended = [e.job_id for e in events if isinstance(e, (ev.JobFinished, ev.JobFailed))]
         engine = self.engine
         if ended and engine is not None:
-            try:
-                self.queue.update_jobs([engine.store.job(i) for i in ended])
-            except Exception as exc:  # the store closed under us (switching folders)
-                log.debug("could not refresh jobs %s: %s", ended, exc)
+            # read the rows off the GUI thread: the store's lock may be held by a supervisor's commit
+            self._submit(self._pool, lambda: [engine.store.job(i) for i in ended], done=self.queue.update_jobs,
+                         failed=lambda exc: log.debug("could not refresh jobs %s: %s", ended, exc))
         changed = sorted({e.job_id for e in events if hasattr(e, "job_id")})
         if changed:
             self.jobs_updated.emit(changed)

@@ -194,6 +194,8 @@ def _stem_of(path: StrPath | bytes) -> str:
 
 def _fold(text: str) -> str:
     """NFKC, then ASCII-fold letters that have an ASCII base (é -> e, ß stays ß)."""
+    if text.isascii():  # the common case, and NFKC leaves ASCII alone
+        return text
     out = []
     for ch in unicodedata.normalize("NFKC", text):
         if ch.isascii() or not ch.isalnum():
@@ -204,6 +206,9 @@ def _fold(text: str) -> str:
     return "".join(out)
 
 
+_UNSAFE_ASCII = re.compile(r"[^A-Za-z0-9_-]")
+
+
 def safe_stem(path: StrPath | bytes) -> str:
     """The file-name part of a song id: letters, digits, ``-`` and ``_`` only.
 
@@ -211,7 +216,10 @@ def safe_stem(path: StrPath | bytes) -> str:
     anything else becomes one ``_``. Never empty, never a reserved Windows name.
     """
     folded = _fold(_stem_of(path))
-    kept = "".join(ch if ch in "-_" or (ch.isalnum() and ch.isprintable()) else "_" for ch in folded)
+    if folded.isascii():
+        kept = _UNSAFE_ASCII.sub("_", folded)
+    else:
+        kept = "".join(ch if ch in "-_" or (ch.isalnum() and ch.isprintable()) else "_" for ch in folded)
     stem = re.sub(r"_+", "_", kept).strip("_-")[:_MAX_STEM].strip("_-")
     if not stem:
         stem = "audio"

@@ -121,8 +121,9 @@ class CheckpointsDock(StaveDock):
         self.tree.setUniformRowHeights(True)
         self.tree.setAlternatingRowColors(True)
         hdr = self.tree.header()
-        hdr.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        hdr.setSectionResizeMode(C_NAME, QHeaderView.ResizeMode.Interactive)
+        # Interactive, not ResizeToContents: the latter re-measures a whole column on every setText
+        # (seconds per refresh with a thousand jobs); columns are fitted once per set_batches instead.
+        hdr.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         hdr.resizeSection(C_NAME, 220)
         self.tree.headerItem().setToolTip(C_STAGES, " → ".join(STAGES) + "\n" + TICK_LEGEND)
         self.tree.itemSelectionChanged.connect(self._update_buttons)
@@ -180,6 +181,8 @@ class CheckpointsDock(StaveDock):
                 self._update_batch(index, batch)
             if first_fill and self.tree.topLevelItemCount():
                 self.tree.topLevelItem(0).setExpanded(True)
+                for column in range(1, self.tree.columnCount()):  # fit once; people may resize after
+                    self.tree.resizeColumnToContents(column)
         finally:
             self.tree.setUpdatesEnabled(True)
         self._set_empty(not self._batches)

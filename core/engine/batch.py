@@ -174,8 +174,8 @@ class Engine:
                                                       for p, _ in skipped])
             for job_id, (_, reason) in zip(skip_ids, skipped):
                 self.store.mark_job_skipped(job_id, reason)
-        for job_id, f in zip(job_ids, result.files):
-            self.bus.publish(ev.JobQueued(batch_id, job_id, f.path, _provisional_id(f.path)))
+        for job_id, spec in zip(job_ids, specs):
+            self.bus.publish(ev.JobQueued(batch_id, job_id, spec.input_path, spec.song_id))
         return AddResult(batch_id, job_ids, skipped, list(result.duplicates))
 
     # -- running ------------------------------------------------------------------

@@ -231,8 +231,8 @@ class JobRunner:
                 if not upstream_ran:
                     # From here on everything runs again: forget later stages' results now, so that an
                     # interruption can never leave them looking valid over new upstream outputs.
-                    d.store.reset_stages_from(job.id, spec.name, stage_order=[s.name for s in d.stages])
-                    d.store.mark_job_started(job.id)
+                    d.store.reset_stages_from(job.id, spec.name, stage_order=[s.name for s in d.stages],
+                                              reset_jobs=False)
                     upstream_ran = True
                 if not spec.is_enabled(d.config):
                     d.store.skip_stage(job.id, spec.name, spec.skip_reason or "switched off",

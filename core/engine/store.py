@@ -382,7 +382,7 @@ class Store:
                          "WHERE job_id = ? AND stage = ?",
                          (self._now(), reason, stage_version, fingerprint, job_id, stage))
 
-    def reset_stages_from(self, job_ids: int | Iterable[int], stage: str, *, stage_order: Sequence[str]) -> int:
+    def reset_stages_from(self, job_ids: int | Iterable[int], stage: str, *, stage_order: Sequence[str], reset_jobs: bool = True) -> int:
         """Re-run from ``stage``: it, every later stage in ``stage_order`` and any stage not in it go back to pending,
         their results forgotten; the jobs go back to pending. The number of stage rows reset."""
         if stage not in stage_order:
@@ -398,7 +398,8 @@ class Store:
         with self._write() as conn:
             for job_id in ids:
                 n += conn.execute(sql, (job_id, *keep)).rowcount
-                self.reset_job(job_id)
+                if reset_jobs:
+                    self.reset_job(job_id)
         return n
 
     def attempt_log(self, job_id: int, stage: str | None = None) -> list[AttemptRow]:
