@@ -53,7 +53,23 @@ def default_pipeline() -> Pipeline:
 
 
 def default_health(out_dir: str) -> HealthReport:
-    return default_registry(out_dir=out_dir).run_all()
+    """The health report, made in a child process (`stave health --json`).
+
+    The checks import librosa, numba and friends to prove they work; doing that in
+    the window's own process would cost it seconds of start-up and memory it never
+    needs. If the child cannot run, the checks run here instead.
+    """
+    import json
+    import subprocess
+    import sys
+
+    try:
+        done = subprocess.run([sys.executable, "-m", "core.cli", "health", "--json", "--out", out_dir],
+                              capture_output=True, text=True, timeout=120)
+        return HealthReport.from_dict(json.loads(done.stdout))
+    except (OSError, ValueError, KeyError, subprocess.TimeoutExpired) as exc:
+        log.warning("health check in a child process failed (%s); checking in this process", exc)
+        return default_registry(out_dir=out_dir).run_all()
 
 
 def default_preflight(paths: list[str], out_dir: str, config: PipelineConfig, workers: int):

@@ -15,28 +15,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 from core import __version__
+from core.commands.base import Subcommand
 from core.resilience.health import configure_numba_cache, default_registry
 
 # Modules that each expose ``COMMAND: Subcommand`` or ``COMMANDS: tuple[Subcommand, ...]``.
 COMMAND_MODULES: tuple[str, ...] = ("core.commands.process", "core.commands.status")
-
-
-@dataclass(frozen=True)
-class Subcommand:
-    """One ``stave NAME ...`` command: how to declare its arguments and how to run it."""
-
-    name: str
-    help: str
-    configure: Callable[[argparse.ArgumentParser], None]
-    run: Callable[[argparse.Namespace], int]
-
-    def __post_init__(self) -> None:
-        if not self.name or self.name.startswith("-") or " " in self.name:
-            raise ValueError(f"Subcommand.name must be a plain word, got {self.name!r}")
 
 
 # --- health -----------------------------------------------------------------------

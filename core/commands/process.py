@@ -9,7 +9,7 @@ import sys
 import threading
 from typing import Any
 
-from core.cli import Subcommand
+from core.commands.base import Subcommand
 
 STAGE_CHOICES = ("ingest", "preprocess", "separate", "analyze", "transcribe", "segment", "export")
 

@@ -8,7 +8,7 @@ import json
 import os
 import sys
 
-from core.cli import Subcommand
+from core.commands.base import Subcommand
 
 
 def _configure(p: argparse.ArgumentParser) -> None:
