@@ -45,6 +45,7 @@ def _temp_path_for(target: Path) -> Path:
 def _create_temp(target: Path) -> tuple[Path, int]:
     """Create a fresh temp file next to *target*; mode 0o666 minus the umask."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    target.parent.mkdir(parents=True, exist_ok=True)
     for _ in range(100):
         tmp = _temp_path_for(target)
         try:

@@ -15,10 +15,11 @@ from __future__ import annotations
 import math
 import os
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Protocol
+
+from core.fsutil import atomic_write_bytes
 
 
 class NoteLike(Protocol):
@@ -51,42 +52,6 @@ class MidiOptions:
     @property
     def ticks_per_second(self) -> float:
         return self.ticks_per_beat * self.tempo_bpm / 60.0
-
-
-def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via a temp file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def _fsync_dir(folder: Path) -> None:
-    if os.name != "posix":
-        return
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def vlq(value: int) -> bytes:
@@ -181,4 +146,4 @@ def write_midi(
         channel=channel,
         track_name=track_name,
     )
-    return write_bytes_atomic(path, midi_bytes(notes, opts))
+    return atomic_write_bytes(path, midi_bytes(notes, opts))

@@ -30,7 +30,7 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-from core.pipeline.midi import write_bytes_atomic
+from core.fsutil import atomic_write_bytes
 from core.resilience.errors import DependencyFailed, DependencyMissing, InputError, ErrorKind
 
 NOTES_CSV_COLUMNS = ("onset_s", "offset_s", "duration_s", "pitch_midi", "pitch_name", "velocity", "confidence")
@@ -85,7 +85,7 @@ def write_notes_csv(notes: Iterable[Note], path: str | os.PathLike) -> Path:
     writer.writeheader()
     for note in sorted(notes, key=lambda n: (n.onset_s, n.pitch_midi)):
         writer.writerow(note.to_row())
-    return write_bytes_atomic(path, buf.getvalue().encode("utf-8"))
+    return atomic_write_bytes(path, buf.getvalue().encode("utf-8"))
 
 
 def _velocity_from_rms(rms: float) -> int:
