@@ -9,11 +9,13 @@ write leaves no temp file behind.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
 import os
 import re
+import shutil
 import secrets
 import unicodedata
 from collections.abc import Callable, Mapping
@@ -34,6 +36,10 @@ _WINDOWS_RESERVED = frozenset(
 
 
 # --- atomic writes -----------------------------------------------------------
+
+
+# What the temp files of these writers look like (for sweeping the leftovers of a killed write).
+TEMP_PATTERN = ".*." + "[0-9a-f]" * 8 + ".tmp*"
 
 
 def _temp_path_for(target: Path) -> Path:
@@ -97,11 +103,30 @@ def atomic_write_with(path: StrPath, writer: Callable[[Path], Any]) -> Path:
         writer(tmp)
         _fsync_path(tmp)
         os.replace(tmp, target)
+    except OSError as exc:
+        _remove_quietly(tmp)
+        raise _as_disk_full(exc, target.parent) from exc
     except BaseException:
         _remove_quietly(tmp)
         raise
     _fsync_dir(target.parent)
     return target
+
+
+_LOW_SPACE_BYTES = 1 << 20
+
+
+def _as_disk_full(exc: OSError, folder: Path) -> OSError:
+    """Some writers (numpy's ``save``) report a short write without an errno: on a full drive, say so."""
+    if exc.errno is not None:
+        return exc
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return exc
+    if free < _LOW_SPACE_BYTES:
+        return OSError(errno.ENOSPC, f"No space left on device ({exc})", str(folder))
+    return exc
 
 
 def atomic_write_bytes(path: StrPath, data: bytes) -> Path:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import re
 import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -186,6 +187,7 @@ class Engine:
                 raise RuntimeError(f"batch {self._run.batch_id} is still running in {self.out_dir}")
             batch = self.store.get_batch(batch_id)
             recovered = self.store.recover_interrupted(batch_id)
+            self._sweep_temps(batch_id)
             config = dict(batch.config.get("pipeline") or {})
             availability = dict(self.pipeline.availability())
             deps = RunnerDeps(
@@ -198,6 +200,23 @@ class Engine:
             self._run = BatchRun(self, batch_id, deps, resumed=batch.status is not BatchStatus.RUNNING
                                  or recovered.jobs > 0)
             return self._run
+
+    def _sweep_temps(self, batch_id: int) -> None:
+        """Remove what writes killed mid-way left (``.name.<hex>.tmp.ext``): we hold the folder's lock,
+        so no write of ours is in progress. Only our own folders are swept, never the person's files."""
+        from core.fsutil import TEMP_PATTERN
+        from core.resilience.cleanup import remove_stale_temps
+
+        folders = [(self.out_dir, False), (os.path.join(self.out_dir, ".stave", "work"), True)]
+        song_dirs = {j.song_id for j in self.store.jobs(batch_id) if j.song_id}
+        with os.scandir(self.out_dir) as entries:  # song folders: "<name>-<8 hex of the content hash>"
+            song_dirs |= {e.name for e in entries if e.is_dir(follow_symlinks=False) and _SONG_DIR.match(e.name)}
+        folders += [(os.path.join(self.out_dir, name), True) for name in sorted(song_dirs)]
+        for folder, recursive in folders:
+            if os.path.isdir(folder):
+                swept = remove_stale_temps(folder, TEMP_PATTERN, older_than_s=0, recursive=recursive)
+                for path in swept.removed:
+                    log.info("removed %s, left by an interrupted write", path)
 
     def run(self, batch_id: int, *, workers: int | None = None) -> BatchSummary:
         """Run ``batch_id`` to its end (or until paused/cancelled) with supervisor threads; blocking."""
@@ -266,6 +285,9 @@ class Engine:
                            "suggestion": job.error_suggestion})
         return BatchSummary(batch_id, batch.status, self.store.counts(batch_id), failed, degraded, elapsed_s,
                             pause_reason, skipped)
+
+
+_SONG_DIR = re.compile(r".+-[0-9a-f]{8}$")
 
 
 def _provisional_id(path: str) -> str:

@@ -159,16 +159,9 @@ def test_killed_batch_resumes_to_exactly_the_uninterrupted_result(tmp_path, refe
     work = out / ".stave" / "work"
     assert not (work.exists() and any(work.iterdir())), sorted(p.name for p in work.iterdir())
     leftovers = tmp_leftovers(out)
-    assert set(leftovers) <= leftovers_after_kill, f"the resumed run left temp files: {leftovers}"
-    if leftovers:
-        pytest.xfail(f"bug: temp files of atomic writes cut short by the kill survive the resume: {leftovers} "
-                     "(nothing sweeps them; see test_resume_removes_temp_files_left_by_writes_a_crash_cut_short)")
+    assert not leftovers, f"temp files survived the resume: {leftovers}"
 
 
-@pytest.mark.xfail(strict=True, reason="bug: nothing sweeps the temp files of atomic writes that a crash cut short: "
-                                       "resume runs the job again but its song folder and OUT keep the "
-                                       "'.<name>.<hex>.tmp<ext>' files (core.resilience.cleanup.remove_stale_temps "
-                                       "is never called by the engine)")
 def test_resume_removes_temp_files_left_by_writes_a_crash_cut_short(tmp_path, clock):
     inputs = small_wavs(tmp_path / "in", 2)
     out = tmp_path / "out"

@@ -96,10 +96,6 @@ def test_preflight_refuses_to_start_on_a_nearly_full_drive(tmp_path):
         assert not (vol / "out" / ".stave" / "state.db").exists()  # no batch was created
 
 
-@pytest.mark.xfail(strict=True, reason="bug: numpy's np.save on a full disk raises OSError('N requested and M "
-                                       "written') without errno; classify() calls it a bug, so every job FAILS "
-                                       "(kind 'bug') and the batch 'finishes' instead of pausing "
-                                       "(core/fsutil.py atomic_save_npy, core/resilience/errors.py classify)")
 def test_full_drive_pauses_the_cli_batch_and_resume_finishes_once_space_is_freed(tmp_path):
     inputs = tmp_path / "in"
     write_songs(inputs, SONGS[:2])
