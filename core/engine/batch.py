@@ -419,6 +419,7 @@ class BatchRun:
             log.warning("worker warm-up failed: %s", exc)
 
     def _account(self, job_id: int, token: CancelToken, outcome: JobOutcome) -> None:
+        token.detach()
         with self._lock:
             self._job_tokens.pop(job_id, None)
             self._running.pop(job_id, None)

@@ -174,11 +174,15 @@ def export_song(ctx: StageContext) -> list[str]:
     summary, notes = build_summary(ctx)
     paths = [str(atomic_write_text(os.path.join(song_dir, "beats.csv"),
                                    beats_csv(summary["beat_times"], summary["downbeat_times"])))]
+    for stale in Path(song_dir).glob("*.mid"):  # from an earlier run of this song with other sources
+        if notes is None or stale.stem not in notes:
+            stale.unlink()
     if notes is not None:
         paths.append(str(atomic_write_text(os.path.join(song_dir, "notes.csv"), notes_csv(notes))))
         for source, rows in notes.items():
             paths.append(_midi(rows, os.path.join(song_dir, f"{source}.mid"), summary["tempo_bpm"], source))
-    bars = os.path.join(song_dir, "bars.parquet")
+    elif os.path.exists(os.path.join(song_dir, "notes.csv")):
+        os.unlink(os.path.join(song_dir, "notes.csv"))  # transcription is off now: no stale notes
     summary_path = str(atomic_write_json(os.path.join(song_dir, "summary.json"), summary))
     verify_song(song_dir)
     return paths + [summary_path]

@@ -27,6 +27,14 @@ class CancelToken:
         if already:
             child.cancel(self.reason)
 
+    def detach(self) -> None:
+        """Stop following the parent (when this token's work is over), so parents do not pile up children."""
+        parent, self._parent = self._parent, None
+        if parent is not None:
+            with parent._lock:
+                if self in parent._children:
+                    parent._children.remove(self)
+
     def cancel(self, reason: str = "cancelled") -> None:
         with self._lock:
             if not self._event.is_set():
