@@ -199,5 +199,5 @@ def test_selecting_a_finished_job_feeds_the_inspector_and_the_log_filter(qtbot, 
     [(song_dir, path)] = shown
     job = controller.engine.store.job(scanned.args[0].job_ids[0])
     assert path == str(track) and song_dir == str(tmp_path / "out" / job.song_id)
-    assert filters == [job.id]
+    assert filters and set(filters) == {job.id}  # refreshed rows may re-announce the same selection
     assert "done" in window.details.toPlainText() and "export" in window.details.toPlainText()
