@@ -196,7 +196,8 @@ def test_selecting_a_finished_job_feeds_the_inspector_and_the_log_filter(qtbot, 
         controller.start()
     qtbot.waitUntil(lambda: controller.queue.row(0).state.value == "done", timeout=5000)
     window.view.selectRow(0)
-    [(song_dir, path)] = shown
+    assert shown and all(s == shown[-1] for s in shown)
+    song_dir, path = shown[-1]
     job = controller.engine.store.job(scanned.args[0].job_ids[0])
     assert path == str(track) and song_dir == str(tmp_path / "out" / job.song_id)
     assert filters and set(filters) == {job.id}  # refreshed rows may re-announce the same selection
