@@ -47,6 +47,8 @@ test: install-test lint-imports
 
 bench: install-test
 	$(PY) bench/throughput.py
+	$(PY) bench/scaling.py
+	QT_QPA_PLATFORM=offscreen $(PY) bench/gui_responsiveness.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

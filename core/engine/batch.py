@@ -81,12 +81,14 @@ class Pipeline:
 
     def __init__(self, stages: Sequence[StageSpec], config_to_dict: Callable[[Any], dict],
                  fingerprint: Callable[[Mapping[str, Any], str], str],
-                 availability: Callable[[], Mapping[str, Any]] = dict, warm_up: str = ""):
+                 availability: Callable[[], Mapping[str, Any]] = dict, warm_up: str = "",
+                 preload: Sequence[str] = ()):
         self.stages = tuple(stages)
         self.config_to_dict = config_to_dict
         self.fingerprint = fingerprint
         self.availability = availability
         self.warm_up = warm_up  # "module:function" run once in one worker before the batch fans out
+        self.preload = tuple(preload)  # modules every worker imports when it starts
 
     @property
     def stage_names(self) -> tuple[str, ...]:
@@ -128,7 +130,7 @@ class Engine:
     def executor(self) -> StageExecutor:
         with self._lock:
             if self._executor is None:
-                self._executor = ProcessExecutor(self.options.workers)
+                self._executor = ProcessExecutor(self.options.workers, preload=self.pipeline.preload)
             return self._executor
 
     def _on_breaker(self, name, old, new, snapshot) -> None:
@@ -322,6 +324,7 @@ class BatchRun:
         self.failed = counts[JobStatus.FAILED.value] + counts[JobStatus.QUARANTINED.value]
         self.audio_done = 0.0
         self._done_this_run = 0
+        self._ended_this_run = 0  # jobs that finished or failed in this run (the datasets may change)
         self._unsub = engine.bus.subscribe(self._track_stage, ev.StageStarted)
         self._warm = threading.Event()
         self._finishing = False
@@ -413,8 +416,8 @@ class BatchRun:
             if self.engine.pipeline.warm_up and self._queue:
                 from core.engine.stagegraph import resolve_and_call
 
-                self.deps.executor.run(resolve_and_call, (self.engine.pipeline.warm_up,), timeout_s=600,
-                                       cancel=self.token)
+                self.deps.executor.run(resolve_and_call, (self.engine.pipeline.warm_up, dict(self.deps.config)),
+                                       timeout_s=600, cancel=self.token)
         except Exception as exc:  # a failed warm-up is not fatal: the stages will say what is wrong
             log.warning("worker warm-up failed: %s", exc)
 
@@ -423,6 +426,8 @@ class BatchRun:
         with self._lock:
             self._job_tokens.pop(job_id, None)
             self._running.pop(job_id, None)
+            if outcome.status in (JobStatus.DONE, JobStatus.FAILED, JobStatus.QUARANTINED):
+                self._ended_this_run += 1
             if outcome.status is JobStatus.DONE:
                 self.done += 1
                 self._done_this_run += 1
@@ -466,9 +471,10 @@ class BatchRun:
             else:
                 status = BatchStatus.FINISHED
             store.set_batch_status(self.batch_id, status, notes=self.pause_reason or None)
-            from core.engine.datasets import rebuild_datasets
+            from core.engine.datasets import datasets_exist, rebuild_datasets
 
-            rebuild_datasets(store, self.engine.out_dir)
+            if self._ended_this_run or not datasets_exist(self.engine.out_dir):  # else nothing changed
+                rebuild_datasets(store, self.engine.out_dir)
             store.checkpoint()
             counts = store.counts(self.batch_id)
         except Exception:

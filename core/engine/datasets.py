@@ -184,6 +184,13 @@ def _notes(dirs: list[str]) -> Iterator[pa.Table]:
         yield _conform(table, NOTE_SCHEMA)
 
 
+DATASET_FILES = ("songs.parquet", "bars.parquet", "notes.parquet")
+
+
+def datasets_exist(out_dir: str) -> bool:
+    return all(os.path.isfile(os.path.join(out_dir, name)) for name in DATASET_FILES)
+
+
 def rebuild_datasets(store: Store, out_dir: str) -> dict[str, int]:
     """Rewrite the three batch-level datasets; the number of songs included."""
     dirs = finished_song_dirs(store, out_dir)

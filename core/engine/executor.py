@@ -15,6 +15,7 @@ task outlives it by a grace period without pebble noticing, rebuilds the pool
 from __future__ import annotations
 
 import concurrent.futures
+import importlib
 import logging
 import multiprocessing
 import os
@@ -44,8 +45,13 @@ class StageExecutor(Protocol):
     def shutdown(self) -> None: ...
 
 
-def _worker_init(env: dict[str, str]) -> None:
+def _worker_init(env: dict[str, str], preload: tuple[str, ...] = ()) -> None:
     os.environ.update(env)
+    for module in preload:  # pay for heavy imports when the worker starts, in parallel, not in the first stage
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # the stage that needs it will report the problem
+            log.warning("worker could not preload %s: %s", module, exc)
     # A worker ignores Ctrl-C: the supervisor decides what a Ctrl-C means.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     children.install_sigterm_handler()  # a stopped worker takes the tools it started with it
@@ -69,7 +75,7 @@ class ProcessExecutor:
     """A warm pebble ``ProcessPool`` with Stave's own deadline and watchdog."""
 
     def __init__(self, max_workers: int = 2, *, context: str | None = None, grace_s: float = 5.0,
-                 poll_s: float = 0.05, env: dict[str, str] | None = None):
+                 poll_s: float = 0.05, env: dict[str, str] | None = None, preload: tuple[str, ...] = ()):
         if max_workers < 1:
             raise ValueError("max_workers must be at least 1")
         self.max_workers = max_workers
@@ -78,6 +84,7 @@ class ProcessExecutor:
             raise ValueError("the fork start method is unsafe beside Qt threads; use spawn or forkserver")
         self.grace_s = grace_s
         self.poll_s = poll_s
+        self.preload = tuple(preload)
         self.env = {**_WORKER_ENV, **(env or {})}
         if "NUMBA_CACHE_DIR" not in self.env:
             from core.settings import configure_numba_cache
@@ -95,7 +102,7 @@ class ProcessExecutor:
                 self._pool = pebble.ProcessPool(
                     max_workers=self.max_workers,
                     initializer=_worker_init,
-                    initargs=(self.env,),
+                    initargs=(self.env, self.preload),
                     context=multiprocessing.get_context(self.context),
                 )
             return self._pool

@@ -98,6 +98,6 @@ def run_stage_in_worker(fn_path: str, ctx: StageContext) -> StageOutput:
     return resolve(fn_path)(ctx)
 
 
-def resolve_and_call(fn_path: str):
-    """Call a ``"module:function"`` with no arguments (used for worker warm-up)."""
-    return resolve(fn_path)()
+def resolve_and_call(fn_path: str, *args):
+    """Call a ``"module:function"`` (used for worker warm-up)."""
+    return resolve(fn_path)(*args)

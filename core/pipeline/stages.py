@@ -73,4 +73,6 @@ def _fingerprint(config: Mapping[str, Any], stage: str) -> str:
 
 def build_pipeline() -> Pipeline:
     return Pipeline(STAGES, config_to_dict=_config_to_dict, fingerprint=_fingerprint, availability=availability,
-                    warm_up="core.pipeline.warmup:warm")
+                    warm_up="core.pipeline.warmup:warm",
+                    preload=("core.pipeline.stage_fns", "core.pipeline.ingest", "core.pipeline.preprocess",
+                             "core.pipeline.analyze", "core.pipeline.export", "pyarrow.parquet"))
