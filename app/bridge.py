@@ -26,7 +26,7 @@ _LATEST_ONLY = {
 
 
 class EngineBridge(QObject):
-    events_arrived = Signal(list)
+    events_arrived = Signal(object)
     """A list of engine events (oldest first), coalesced, delivered on the GUI thread."""
 
     progress_changed = Signal(object)

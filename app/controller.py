@@ -11,7 +11,9 @@ one and never the GUI thread:
   the health check and the store reads behind the panels.
 
 Engine events reach the GUI through the ``EngineBridge``; the controller
-feeds them to its :class:`QueueModel` and re-emits what the window shows.
+feeds them to its :class:`QueueModel` and re-emits what the window shows. A
+burst larger than ``EVENTS_PER_TURN`` (10,000 files queued at once) is fed in
+slices, one per turn of the event loop, so the window keeps painting.
 """
 
 from __future__ import annotations
@@ -19,18 +21,18 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
+from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from PySide6.QtCore import QObject, QThreadPool, QTimer, QUrl, Signal
 from PySide6.QtGui import QDesktopServices
 
 from app.bridge import EngineBridge
 from app.queue_model import QueueModel, RowState
-from app.runner import BatchSlot, ScanOutcome, SupervisorRunnable, TaskRunnable, read_checkpoints, scan_into
+from app.runner import BatchSlot, CheckpointReader, ScanOutcome, SupervisorRunnable, TaskRunnable, scan_into
 from core.engine import events as ev
-from core.engine.batch import BatchRun, BatchSummary, Engine, EngineOptions, Pipeline
-from core.engine.executor import StageExecutor
 from core.engine.store import store_path
 from core.engine.store_rows import BatchStatus, JobRow, JobStatus, StageRow
 from core.pipeline.config import PipelineConfig
@@ -38,7 +40,14 @@ from core.resilience.cancel import CancelToken
 from core.resilience.health import HealthReport, default_registry
 from core.settings import Settings, SettingsStore
 
+if TYPE_CHECKING:  # the engine (pebble, multiprocessing, asyncio) is imported when a folder is first opened
+    from core.engine.batch import BatchRun, BatchSummary, Engine, EngineOptions, Pipeline
+    from core.engine.executor import StageExecutor
+
 log = logging.getLogger(__name__)
+
+EVENTS_PER_TURN = 2000  # engine events applied to the queue per turn of the event loop
+CHECKPOINTS_MIN_MS, CHECKPOINTS_MAX_MS = 1000, 10000  # between two reads for the Checkpoints panel
 
 
 def default_output_dir() -> str:
@@ -147,16 +156,18 @@ class Controller(QObject):
     """A ``ControlState``: what the actions may do now."""
     progress_changed = Signal(object)
     """The newest ``Progress`` event of the running batch."""
-    jobs_updated = Signal(list)
-    """Job ids whose rows changed (to refresh a details view)."""
+    # Lists travel as ``object``: a ``Signal(list)`` converts every element to a QVariant and back
+    # (75 ms for the checkpoints of a 10,000-job batch); ``object`` hands the list itself over.
+    jobs_updated = Signal(object)
+    """A list of job ids whose rows changed (to refresh a details view)."""
     health_checking = Signal(bool)
     """True while a health check runs."""
     health_checked = Signal(object)
     """A ``HealthReport``."""
-    breakers_changed = Signal(list)
+    breakers_changed = Signal(object)
     """``[BreakerSnapshot]``, sorted by name."""
-    checkpoints_changed = Signal(list)
-    """Batches as the Checkpoints panel takes them (see ``read_checkpoints``)."""
+    checkpoints_changed = Signal(object)
+    """A list of batches as the Checkpoints panel takes them (see ``app.runner.read_checkpoints``)."""
     preflight_blocked = Signal(str)
     """The preflight report as text: the run did not start (the disk or memory would not do)."""
     error_occurred = Signal(str)
@@ -200,12 +211,16 @@ class Controller(QObject):
         self.last_health: HealthReport | None = None
         self._offer: tuple[int, dict] | None = None  # the resume offer still open
         self._checkpoints_busy = False
+        self._checkpoints = CheckpointReader()  # used by one pool task at a time (_checkpoints_busy)
         self._closing = False
         self._last_state: ControlState | None = None
         self._tick = QTimer(self, interval=1000)
         self._tick.timeout.connect(self._on_tick)
-        self._checkpoints_timer = QTimer(self, interval=1000, singleShot=True)
+        self._checkpoints_timer = QTimer(self, interval=CHECKPOINTS_MIN_MS, singleShot=True)
         self._checkpoints_timer.timeout.connect(self.refresh_checkpoints)
+        self._backlog: deque = deque()  # events of a large burst not applied yet (oldest first)
+        self._drain_timer = QTimer(self, interval=0)
+        self._drain_timer.timeout.connect(self._drain_events)
         self.bridge.events_arrived.connect(self._on_events)
         self.bridge.progress_changed.connect(self.progress_changed)
         self.bridge.breaker_changed.connect(self._emit_breakers)
@@ -230,6 +245,8 @@ class Controller(QObject):
         self.error_occurred.emit(str(exc) or type(exc).__name__)
 
     def _options(self) -> EngineOptions:
+        from core.engine.batch import EngineOptions
+
         run = self.settings.run
         return EngineOptions(workers=run.workers, max_crashes=run.max_crashes, keep_work_files=run.keep_work_files,
                              retry=run.retry, breaker=run.breaker, timeouts=run.timeouts)
@@ -242,6 +259,8 @@ class Controller(QObject):
         self._close_engine()  # another folder's
         if not create and not store_path(out_dir).is_file():
             return None
+        from core.engine.batch import Engine  # off the GUI thread: only the pools open engines
+
         engine = Engine(out_dir, self.recipe.pipeline(), self._options(), bus=self.bus,
                         executor=self.recipe.executor, create=create)
         for name in engine.store.breakers():  # show the breakers this folder remembers
@@ -595,6 +614,7 @@ class Controller(QObject):
                 raise RuntimeError(f"{out_dir} holds no batches")
             target = batch_id if batch_id is not None else engine.store.job(job_of_batch).batch_id
             change(engine)
+            self._checkpoints.forget(target)
             return target, engine.store.jobs(target)
 
         def done(found: tuple[int, list[JobRow]]) -> None:
@@ -614,6 +634,24 @@ class Controller(QObject):
     def _on_events(self, events: list) -> None:
         if self._closing:
             return
+        if not self._backlog and len(events) <= EVENTS_PER_TURN:
+            self._apply_events(events)
+            return
+        self._backlog.extend(events)  # in order, after what is still waiting
+        self._drain_events()
+
+    def _drain_events(self) -> None:
+        """Apply the next slice of a large burst; the timer calls again while some is left."""
+        backlog = self._backlog
+        chunk = [backlog.popleft() for _ in range(min(EVENTS_PER_TURN, len(backlog)))]
+        if backlog and not self._closing:
+            self._drain_timer.start()
+        else:
+            self._drain_timer.stop()
+        if chunk and not self._closing:
+            self._apply_events(chunk)
+
+    def _apply_events(self, events: list) -> None:
         self.queue.apply_events(events)
         ended = [e.job_id for e in events if isinstance(e, (ev.JobFinished, ev.JobFailed))]
         engine = self.engine
@@ -679,7 +717,8 @@ class Controller(QObject):
             self._emit_breakers()
 
     def refresh_checkpoints_soon(self) -> None:
-        """Refresh the Checkpoints panel within a second (at most once a second)."""
+        """Refresh the Checkpoints panel soon: within a second, or ten times as long as the last read took
+        (a batch of 10,000 jobs takes a few hundred milliseconds to read), at most ten seconds."""
         if not self._checkpoints_timer.isActive():
             self._checkpoints_timer.start()
 
@@ -692,15 +731,22 @@ class Controller(QObject):
             return
         self._checkpoints_busy = True
 
-        def done(batches):
+        def read() -> tuple[list, float]:
+            started = time.monotonic()
+            return self._checkpoints(engine), time.monotonic() - started
+
+        def done(result):
+            batches, took_s = result
             self._checkpoints_busy = False
+            self._checkpoints_timer.setInterval(
+                int(min(CHECKPOINTS_MAX_MS, max(CHECKPOINTS_MIN_MS, 10000 * took_s))))
             self.checkpoints_changed.emit(batches)
 
         def failed(exc):
             self._checkpoints_busy = False
             log.debug("checkpoints not read: %s", exc)
 
-        self._submit(self._pool, read_checkpoints, engine, done=done, failed=failed)
+        self._submit(self._pool, read, done=done, failed=failed)
 
     def job_info(self, job_id: int) -> JobInfo | None:
         """The job and its stages from the store (two small reads), or None."""
@@ -727,6 +773,8 @@ class Controller(QObject):
         self._closing = True
         self._tick.stop()
         self._checkpoints_timer.stop()
+        self._drain_timer.stop()
+        self._backlog.clear()
         for token in list(self._scans):
             token.cancel("closing")
         self._pause_current("closing")

@@ -3,15 +3,23 @@
 The window holds no logic: every action calls a controller slot, every
 figure it shows comes from a controller signal or the queue model. Layout
 (geometry, docks, the queue/details split) is saved with ``QSettings``.
+
+Start-up is kept short: the queue, the toolbar and every dock (with its
+objectName, so ``restoreState`` works) exist before the first paint, but the
+plots inside the docks are built after it: numpy and pyqtgraph are imported
+on a pool thread, then each plot dock builds its plots, one per turn of the
+event loop, once it is visible and has something to show (see ``StaveDock``).
 """
 
 from __future__ import annotations
 
+import gc
 import html
 import logging
 import os
+import sys
 
-from PySide6.QtCore import QByteArray, QModelIndex, QSettings, Qt, Signal
+from PySide6.QtCore import QByteArray, QModelIndex, QSettings, Qt, QThreadPool, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence, QPainter
 from PySide6.QtWidgets import (
     QApplication, QComboBox, QFileDialog, QFrame, QHBoxLayout, QHeaderView, QLabel, QMainWindow, QMenu,
@@ -22,6 +30,7 @@ from PySide6.QtWidgets import (
 from app.controller import Controller, ControlState, JobInfo
 from app.queue_model import Column, JobIdRole, ProgressRole, QueueFilterProxy, RowState, StateRole
 from app.resources import action_icon, app_icon, load_stylesheet, state_colour
+from app.runner import TaskRunnable
 from app.settings_dialog import SettingsDialog
 
 log = logging.getLogger(__name__)
@@ -30,6 +39,7 @@ AUDIO_FILTER = "Audio (*.wav *.flac *.mp3 *.ogg *.opus *.m4a *.aac *.aif *.aiff 
 FILTERS = (("All jobs", None), ("Waiting", ("queued",)), ("Running", ("running",)), ("Done", ("done", "degraded")),
            ("Problems", ("failed", "quarantined", "degraded", "cancelled", "skipped")))
 SPLIT_RIGHT_COLUMN_MIN_HEIGHT = 900  # screens at least this tall show the Inspector below the Health tabs
+PANELS_FALLBACK_MS = 1000  # build the plots this long after show even if the queue never painted
 COLUMN_WIDTHS = {Column.FILE: 220, Column.DURATION: 70, Column.STATUS: 105, Column.STAGE: 90,
                  Column.PROGRESS: 110, Column.ATTEMPTS: 70, Column.ELAPSED: 70}
 
@@ -56,8 +66,16 @@ class QueueView(QTableView):
     EMPTY_TEXT = "Drop audio files or folders here"
     EMPTY_HINT = "or use Add files / Add folder in the toolbar"
 
+    first_painted = Signal()
+    """The view painted for the first time (no payload)."""
+
+    _painted = False
+
     def paintEvent(self, event) -> None:
         super().paintEvent(event)
+        if not self._painted:
+            self._painted = True
+            self.first_painted.emit()
         if self.model() is not None and self.model().rowCount() > 0:
             return
         painter = QPainter(self.viewport())
@@ -140,6 +158,26 @@ def details_html(info: JobInfo | None, fallback: str = "") -> str:
     return "".join(parts)
 
 
+def preload_plot_modules() -> None:
+    """Import what the plots need (on a pool thread, so the GUI thread does not wait for it).
+
+    The first time, what start-up created (modules, classes, functions: some 80,000 objects that
+    live as long as the process) is moved out of the garbage collector's reach with
+    :func:`gc.freeze`, before and after the import. Otherwise every full collection walks them
+    all, holding the GIL for 30-80 ms in whichever thread triggers it while the GUI thread waits.
+    Objects are still freed when their reference count drops; only cycles among them would never
+    be collected, and start-up makes few of those.
+    """
+    first = "pyqtgraph" not in sys.modules
+    if first:
+        gc.freeze()
+    import numpy  # noqa: F401
+    import pyqtgraph  # noqa: F401
+
+    if first:
+        gc.freeze()
+
+
 def window_settings() -> QSettings:
     """Where the window keeps its layout: ``window.ini`` in Stave's config folder (``STAVE_CONFIG_DIR``)."""
     from core.settings import user_dirs
@@ -157,16 +195,22 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("Stave")
         self.setWindowIcon(app_icon())
         self.setAcceptDrops(True)
-        self.setStyleSheet(load_stylesheet())
         self._default_size()
         self.controller = controller
         self.qsettings = settings or window_settings()
         self._tray: QSystemTrayIcon | None = None
         self._job_id: int | None = None
         self._shown_error = ""
+        self._panels_started = False
+        self._closed = False
+        self._preload = QThreadPool(self)  # one import job after the first paint
+        self._preload.setObjectName("stave-window-preload")
+        self._preload.setMaxThreadCount(1)
+        self._preload_signals = None
         self._build_central()
         self._build_actions()
         self._build_status_bar()
+        self._apply_stylesheet()
         self.docks = self._build_docks()
         self._wire()
         self._restore()
@@ -196,6 +240,7 @@ class MainWindow(QMainWindow):
         header.setStretchLastSection(True)
         self.view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
         self.view.customContextMenuRequested.connect(self._context_menu)
+        self.view.first_painted.connect(lambda: QTimer.singleShot(0, self, self._start_panels))
         self.details = QTextBrowser()
         self.details.setObjectName("jobDetails")
         self.details.setAcceptDrops(False)
@@ -306,6 +351,14 @@ class MainWindow(QMainWindow):
                   self.health_label, self.health_badge):
             bar.addPermanentWidget(w)
 
+    def _apply_stylesheet(self) -> None:
+        """The stylesheet names four widgets: it is set on them, not on the window. A stylesheet on the
+        window would make every widget in it (the queue, the plots) paint through the slower
+        style-sheet style, about twice the time per frame of the queue."""
+        qss = load_stylesheet()
+        for widget in (self.banner, self.health_badge, self.failed_label, self.details):
+            widget.setStyleSheet(qss)
+
     def _build_docks(self) -> dict:
         try:
             from app import docks as panels
@@ -321,7 +374,8 @@ class MainWindow(QMainWindow):
         for cls, area in ((panels.HealthDock, right), (panels.InspectorDock, right), (panels.LogDock, bottom),
                           (panels.BreakersDock, right), (panels.CheckpointsDock, right),
                           (panels.ResourcesDock, bottom)):
-            dock = made[cls.__name__] = cls(self)
+            plots = cls in (panels.InspectorDock, panels.BreakersDock, panels.ResourcesDock)
+            dock = made[cls.__name__] = cls(self, defer=True) if plots else cls(self)
             dock.hide()  # placed once the window is shown (see _arrange_docks)
             self._dock_areas[cls.__name__] = area
             self.view_menu.addAction(dock.toggleViewAction())
@@ -337,8 +391,28 @@ class MainWindow(QMainWindow):
         checkpoints.discard_requested.connect(c.discard)
         checkpoints.rerun_from_requested.connect(c.rerun_from)
         made["LogDock"].attach_logging("")
-        made["ResourcesDock"].start()
         return made
+
+    def _start_panels(self) -> None:
+        """After the first paint: import the plot modules off the GUI thread, then build the plots."""
+        if self._panels_started or self._closed or not self.docks:
+            return
+        self._panels_started = True
+        resources = self.docks.get("ResourcesDock")
+        if resources is not None:
+            resources.start()
+        task = TaskRunnable(preload_plot_modules)
+        self._preload_signals = task.signals  # kept until it has reported
+        task.signals.finished.connect(self._allow_panel_builds)
+        task.signals.errored.connect(self._allow_panel_builds)  # the docks log what fails to build
+        self._preload.start(task)
+
+    def _allow_panel_builds(self, *_: object) -> None:
+        self._preload_signals = None
+        if self._closed:
+            return
+        for dock in self.docks.values():
+            dock.allow_build()
 
     def _wire(self) -> None:
         c = self.controller
@@ -396,6 +470,8 @@ class MainWindow(QMainWindow):
 
     def showEvent(self, event) -> None:
         super().showEvent(event)
+        if not self._panels_started:
+            QTimer.singleShot(PANELS_FALLBACK_MS, self, self._start_panels)
         if self._layout_pending:
             self._layout_pending = False
             self._arrange_docks()
@@ -429,6 +505,8 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event: QCloseEvent) -> None:
         self.save_layout()
+        self._closed = True
+        self._preload.waitForDone()
         for name, method in (("ResourcesDock", "stop"), ("InspectorDock", "shutdown"), ("LogDock", "detach_logging")):
             dock = self.docks.get(name)
             if dock is not None and callable(getattr(dock, method, None)):

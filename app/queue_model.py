@@ -15,6 +15,8 @@ from __future__ import annotations
 import enum
 import os
 import time
+from collections import Counter
+from operator import attrgetter
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
@@ -72,6 +74,17 @@ JobIdRole = Qt.ItemDataRole.UserRole  # int: the job's id in the store
 StateRole = Qt.ItemDataRole.UserRole + 1  # RowState value (str)
 ProgressRole = Qt.ItemDataRole.UserRole + 2  # float 0..1
 SortRole = Qt.ItemDataRole.UserRole + 3  # a sortable value per column
+
+_DISPLAY, _TOOLTIP, _DECORATION = (int(r) for r in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.ToolTipRole,
+                                                    Qt.ItemDataRole.DecorationRole))
+_FOREGROUND, _ALIGNMENT = int(Qt.ItemDataRole.ForegroundRole), int(Qt.ItemDataRole.TextAlignmentRole)
+_USED_ROLES = frozenset({_DISPLAY, _TOOLTIP, _DECORATION, _FOREGROUND, _ALIGNMENT,
+                         int(JobIdRole), int(StateRole), int(ProgressRole), int(SortRole)})
+_RIGHT_ALIGNED = frozenset({Column.DURATION, Column.ATTEMPTS, Column.ELAPSED})
+_RIGHT = int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+_STATE_OF = attrgetter("state")
+_ROW_FLAGS = Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
+_NO_FLAGS = Qt.ItemFlag.NoItemFlags
 
 
 @dataclass(slots=True)
@@ -147,9 +160,7 @@ class QueueModel(QAbstractTableModel):
         return None
 
     def flags(self, index: _Index) -> Qt.ItemFlag:
-        if not index.isValid():
-            return Qt.ItemFlag.NoItemFlags
-        return Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
+        return _ROW_FLAGS if index.isValid() else _NO_FLAGS
 
     def row(self, row: int) -> QueueRow:
         return self._rows[row]
@@ -162,17 +173,23 @@ class QueueModel(QAbstractTableModel):
         return None if i is None else self._rows[i]
 
     def counts(self) -> dict[str, int]:
+        """Rows per state value (every state present, 0 when none); fast enough to call per flush."""
         out = {s.value: 0 for s in RowState}
-        for r in self._rows:
-            out[r.state.value] += 1
+        for state, n in Counter(map(_STATE_OF, self._rows)).items():
+            out[state.value] = n
         return out
 
     def data(self, index: _Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid() or not 0 <= index.row() < len(self._rows):
+        # A repaint asks ~8 roles of every visible cell, most of which this model does not use:
+        # those return at once, before touching the index (each call into Qt costs).
+        if role not in _USED_ROLES:
             return None
-        r = self._rows[index.row()]
+        row = index.row()
+        if row < 0 or row >= len(self._rows) or not index.isValid():
+            return None
+        r = self._rows[row]
         col = index.column()
-        if role == Qt.ItemDataRole.DisplayRole:
+        if role == _DISPLAY:
             return self._display(r, col)
         if role == JobIdRole:
             return r.job_id
@@ -182,15 +199,14 @@ class QueueModel(QAbstractTableModel):
             return r.progress
         if role == SortRole:
             return self._sort_key(r, col)
-        if role == Qt.ItemDataRole.ToolTipRole:
+        if role == _TOOLTIP:
             return self._tooltip(r, col)
-        if role == Qt.ItemDataRole.DecorationRole and col == Column.STATUS:
-            return self._icons(r.state.value)
-        if role == Qt.ItemDataRole.ForegroundRole and (col == Column.STATUS or
-                                                       (col == Column.RESULT and r.kind)):
-            return state_colour(r.state.value)
-        if role == Qt.ItemDataRole.TextAlignmentRole and col in (Column.DURATION, Column.ATTEMPTS, Column.ELAPSED):
-            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        if role == _DECORATION:
+            return self._icons(r.state.value) if col == Column.STATUS else None
+        if role == _FOREGROUND:
+            return state_colour(r.state.value) if col == Column.STATUS or (col == Column.RESULT and r.kind) else None
+        if role == _ALIGNMENT and col in _RIGHT_ALIGNED:
+            return _RIGHT
         return None
 
     def _display(self, r: QueueRow, col: int) -> str:
@@ -282,18 +298,23 @@ class QueueModel(QAbstractTableModel):
 
     def apply_events(self, events: Sequence[ev.Event]) -> None:
         """Apply a burst of engine events (as the bridge delivers them): one insert block, one dataChanged."""
-        queued = [e for e in events if isinstance(e, ev.JobQueued)]
+        # attributes of a QObject are slow to look up (shiboken): the loops below use locals
+        job_queued = ev.JobQueued
+        queued = [e for e in events if type(e) is job_queued]
         newest = max((e.batch_id for e in queued), default=None)
         if newest is not None and (self.batch_id is None or newest > self.batch_id):
             self.clear(newest)
-        fresh = [e for e in queued if e.batch_id == self.batch_id and e.job_id not in self._index]
+        batch_id, index = self.batch_id, self._index
+        fresh = [e for e in queued if e.batch_id == batch_id and e.job_id not in index]
         if fresh:
             self._insert([QueueRow(job_id=e.job_id, path=e.path) for e in fresh])
-        for e in events:
-            i = self._index.get(getattr(e, "job_id", None))
-            if i is not None and not isinstance(e, ev.JobQueued):
-                self._apply(self._rows[i], e)
-                self._dirty.add(i)
+        if len(queued) < len(events):
+            rows, dirty, apply = self._rows, self._dirty, self._apply
+            for e in events:
+                i = index.get(getattr(e, "job_id", None))
+                if i is not None and type(e) is not job_queued:
+                    apply(rows[i], e)
+                    dirty.add(i)
         self._flush()
 
     def tick(self) -> None:
@@ -306,8 +327,7 @@ class QueueModel(QAbstractTableModel):
         first = len(self._rows)
         self.beginInsertRows(QModelIndex(), first, first + len(rows) - 1)
         self._rows.extend(rows)
-        for i, r in enumerate(rows, first):
-            self._index[r.job_id] = i
+        self._index.update((r.job_id, i) for i, r in enumerate(rows, first))
         self.endInsertRows()
         self.loading_finished.emit()
 

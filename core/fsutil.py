@@ -17,12 +17,14 @@ import os
 import re
 import shutil
 import secrets
+import sys
 import unicodedata
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np  # imported where used: the window starts without numpy
 
 StrPath = str | os.PathLike[str]
 
@@ -154,9 +156,10 @@ def atomic_write_text(path: StrPath, text: str, encoding: str = "utf-8") -> Path
 def json_safe(obj: Any) -> Any:
     """A copy of *obj* that strict JSON accepts: NaN/Inf become None, numpy
     scalars and arrays become Python numbers and lists, tuples become lists."""
-    if isinstance(obj, np.ndarray):
+    np = sys.modules.get("numpy")  # not imported yet: no object can be a numpy one
+    if np is not None and isinstance(obj, np.ndarray):
         return json_safe(obj.tolist())
-    if isinstance(obj, np.generic):
+    if np is not None and isinstance(obj, np.generic):
         return json_safe(obj.item())
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
@@ -185,6 +188,8 @@ def atomic_write_json(path: StrPath, obj: Any, *, indent: int | None = 2) -> Pat
 
 def atomic_save_npy(path: StrPath, array: np.ndarray) -> Path:
     """Save *array* as ``.npy`` atomically; object arrays are refused (no pickle)."""
+    import numpy as np
+
     arr = np.asanyarray(array)
     if arr.dtype.hasobject:
         raise ValueError(f"refusing to save an object array to {path}: it would need pickle")

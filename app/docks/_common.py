@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import time
+from collections.abc import Iterator
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import QDockWidget, QLabel, QStackedWidget, QVBoxLayout, QWidget
+
+log = logging.getLogger(__name__)
 
 # One palette for every panel: what "fine / attention / broken / off" look like.
 GREEN = "#2e7d32"
@@ -82,6 +86,14 @@ class StaveDock(QDockWidget):
 
     Subclasses build their content widget and call :meth:`_install`; an optional
     ``header`` stays visible in both states (filters, a Re-check button...).
+
+    Heavy contents (pyqtgraph plots) may be built later, in small steps: a subclass
+    hands :meth:`_defer_build` a generator that builds one piece per ``yield``.
+    With ``defer=False`` (the default) it runs to the end at once. With ``defer=True``
+    nothing is built until the owner calls :meth:`allow_build` (the window does after
+    its first paint); from then on the pieces are built one per turn of the event
+    loop while the dock is visible and shows content (not its empty state), and
+    :meth:`ensure_built` finishes them at once when data needs them.
     """
 
     default_area: Qt.DockWidgetArea = Qt.DockWidgetArea.RightDockWidgetArea
@@ -97,6 +109,72 @@ class StaveDock(QDockWidget):
             | QDockWidget.DockWidgetFeature.DockWidgetFloatable
         )
         self._stack: EmptyStack | None = None
+        self._pending_build: Iterator[None] | None = None
+        self._build_allowed = False
+        self._build_timer: QTimer | None = None
+
+    # --- contents built later ------------------------------------------------
+
+    def _defer_build(self, steps: Iterator[None], defer: bool) -> None:
+        """Build the heavy contents with ``steps`` (a generator): now, or later when ``defer``."""
+        self._pending_build = steps
+        if not defer:
+            self.ensure_built()
+            return
+        self._build_timer = QTimer(self, interval=0)
+        self._build_timer.timeout.connect(self._build_next)
+        self.visibilityChanged.connect(self._maybe_build)
+
+    def allow_build(self) -> None:
+        """From now on, build the deferred contents whenever the dock is visible and not empty."""
+        self._build_allowed = True
+        self._maybe_build()
+
+    def _maybe_build(self, *_: object) -> None:
+        timer = self._build_timer
+        if (timer is not None and self._build_allowed and self._pending_build is not None
+                and not timer.isActive() and self.on_screen and not self.is_empty):
+            timer.start()
+
+    @property
+    def on_screen(self) -> bool:
+        """Some of the dock can be seen (a tab behind another is "visible" to Qt, but not on screen)."""
+        return self.isVisible() and not self.visibleRegion().isEmpty()
+
+    def _build_next(self) -> None:
+        if not self.build_step() and self._build_timer is not None:
+            self._build_timer.stop()
+
+    @property
+    def build_allowed(self) -> bool:
+        """True once :meth:`allow_build` was called (or the contents were built at once)."""
+        return self._build_allowed or self._build_timer is None
+
+    @property
+    def built(self) -> bool:
+        """True once the deferred contents (if any) are built."""
+        return self._pending_build is None
+
+    def build_step(self) -> bool:
+        """Build one more piece of the deferred contents; True while pieces remain."""
+        steps = self._pending_build
+        if steps is None:
+            return False
+        try:
+            next(steps)
+        except StopIteration:
+            self._pending_build = None
+            return False
+        except Exception:  # a panel without its plots is better than a window that fails
+            self._pending_build = None
+            log.exception("the %s panel could not build its contents", type(self).__name__)
+            return False
+        return True
+
+    def ensure_built(self) -> None:
+        """Finish the deferred contents now (before data that needs them is shown)."""
+        while self.build_step():
+            pass
 
     def _install(self, content: QWidget, header: QWidget | None = None) -> None:
         self._stack = EmptyStack(self.empty_message, content)
@@ -121,6 +199,8 @@ class StaveDock(QDockWidget):
     def _set_empty(self, empty: bool, message: str | None = None) -> None:
         assert self._stack is not None
         self._stack.set_empty(empty, message)
+        if not empty and self._pending_build is not None:
+            self._maybe_build()
 
 
 # --- formatting ----------------------------------------------------------

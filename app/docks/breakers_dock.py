@@ -6,15 +6,16 @@ counts the next probe down from the snapshot's ``next_probe_in_s`` (measured
 on an injected monotonic clock) and samples each breaker's state into a ring
 buffer that a small pyqtgraph strip shows (0 closed, 1 half-open, 2 open).
 Curves are created once per breaker and updated with ``setData`` from the timer.
+The table is there at once; pyqtgraph and the strips may be built later
+(``defer=True``: the window builds them after its first paint).
 """
 
 from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import (
@@ -27,6 +28,10 @@ from PySide6.QtWidgets import (
     QTableWidgetItem,
     QWidget,
 )
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pyqtgraph as pg
 
 from app.docks._common import RED, StaveDock, fmt_seconds, fmt_wall, status_colour
 from core.resilience.breaker import BreakerSnapshot, BreakerState
@@ -76,10 +81,12 @@ class BreakersDock(StaveDock):
     force_open_requested = Signal(str)
     """The user asked to force open the breaker with this name (its stage takes the fallback)."""
 
-    def __init__(self, parent: QWidget | None = None, *, clock: Clock = SYSTEM_CLOCK):
+    def __init__(self, parent: QWidget | None = None, *, clock: Clock = SYSTEM_CLOCK, defer: bool = False):
         super().__init__(parent)
         self._clock = clock
         self._rows: dict[str, _Row] = {}
+        self._plots_ready = False
+        self.strips = None  # a pyqtgraph GraphicsLayoutWidget once built
 
         self.table = QTableWidget(0, len(COLUMNS))
         self.table.setHorizontalHeaderLabels(list(COLUMNS))
@@ -90,24 +97,40 @@ class BreakersDock(StaveDock):
         hdr.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         hdr.setStretchLastSection(True)
 
-        self.strips = pg.GraphicsLayoutWidget()
-        self.strips.setBackground("w")
-        self.strips.setMinimumHeight(60)
-
-        splitter = QSplitter(Qt.Orientation.Vertical)
-        splitter.addWidget(self.table)
-        splitter.addWidget(self.strips)
-        splitter.setStretchFactor(0, 1)
-        splitter.setStretchFactor(1, 1)
-        self._install(splitter)
+        self._splitter = QSplitter(Qt.Orientation.Vertical)
+        self._splitter.addWidget(self.table)
+        self._splitter.addWidget(QWidget())  # where the strips go once built
+        self._splitter.setStretchFactor(0, 1)
+        self._splitter.setStretchFactor(1, 1)
+        self._install(self._splitter)
 
         self.timer = QTimer(self)
         self.timer.setInterval(TICK_MS)
         self.timer.timeout.connect(self.tick)
+        self._defer_build(self._build_strips(), defer)
+
+    def _build_strips(self):
+        """The pyqtgraph part in steps: the canvas, then one strip per breaker known by then."""
+        import pyqtgraph as pg
+
+        strips = pg.GraphicsLayoutWidget()
+        strips.setBackground("w")
+        strips.setMinimumHeight(60)
+        self._splitter.replaceWidget(1, strips).deleteLater()
+        self.strips = strips
+        while True:
+            yield
+            missing = [(name, row) for name, row in self._rows.items() if row.plot is None]
+            if not missing:
+                break
+            self._add_strip(*missing[0])
+        self._plots_ready = True
+        self._relayout()
+        self._redraw(self._clock.monotonic())
 
     # --- slots -------------------------------------------------------------
 
-    @Slot(list)
+    @Slot(object)
     def set_snapshots(self, snapshots: list[BreakerSnapshot]) -> None:
         """Show these breakers (rows for names not present are removed); re-sync the countdowns."""
         now = self._clock.monotonic()
@@ -160,6 +183,9 @@ class BreakersDock(StaveDock):
 
     def history(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """The strip's current data: (seconds relative to now, state value)."""
+        import numpy as np
+
+        self.ensure_built()
         curve = self._rows[name].curve
         assert curve is not None
         x, y = curve.getData()
@@ -216,6 +242,12 @@ class BreakersDock(StaveDock):
         lay.addWidget(row.reset_button)
         lay.addWidget(row.force_button)
         self.table.setCellWidget(i, COL_ACTIONS, actions)
+        if self._plots_ready:
+            self._add_strip(name, row)
+            self._relayout()
+
+    def _add_strip(self, name: str, row: _Row) -> None:
+        import pyqtgraph as pg
 
         plot = pg.PlotItem()
         plot.setMenuEnabled(False)
@@ -234,7 +266,6 @@ class BreakersDock(StaveDock):
             brush=pg.mkBrush(198, 40, 40, 50),
             skipFiniteCheck=True,
         )
-        self._relayout()
 
     def _remove(self, name: str) -> None:
         self.table.removeRow(self._index(name))
@@ -243,6 +274,8 @@ class BreakersDock(StaveDock):
 
     def _relayout(self) -> None:
         """One strip per breaker in row order; only the bottom strip shows the time axis."""
+        if not self._plots_ready:
+            return
         self.strips.ci.clear()
         rows = [r for r in self._rows.values() if r.plot is not None]
         for i, row in enumerate(rows):
@@ -272,6 +305,10 @@ class BreakersDock(StaveDock):
             row.force_button.setEnabled(snap.state is not BreakerState.OPEN or snap.disabled)
 
     def _redraw(self, now: float) -> None:
+        if not self._plots_ready:
+            return
+        import numpy as np
+
         for row in self._rows.values():
             if row.curve is None or not row.times:
                 continue

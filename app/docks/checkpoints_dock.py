@@ -5,6 +5,11 @@ tree is updated in place: items are keyed by batch and job id, created once,
 changed only where their text changed and removed when gone. That keeps the
 user's expansion state, selection and scroll position.
 
+A batch may hold tens of thousands of jobs, so job rows are made only for
+batches that were expanded (the newest one is, at first), and they are made
+or refreshed a slice at a time: about ``SYNC_BUDGET_S`` of work per turn of
+the event loop, the rest on the following turns.
+
 Each batch dict: ``{batch_id, status, created_at (epoch s), counts: {status: n},
 jobs: [{job_id, path, status, stages: {stage: status}}]}``.
 """
@@ -12,9 +17,11 @@ jobs: [{job_id, path, status, stages: {stage: status}}]}``.
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Iterator
 from typing import Any
 
-from PySide6.QtCore import QRect, QSize, Qt, Signal, Slot
+from PySide6.QtCore import QRect, QSize, Qt, QTimer, Signal, Slot
 from PySide6.QtGui import QBrush
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -48,6 +55,7 @@ COLUMNS = ("Batch / file", "Status", "Done", "Failed", "Pending", "Stages", "Cre
 C_NAME, C_STATUS, C_DONE, C_FAILED, C_PENDING, C_STAGES, C_CREATED = range(len(COLUMNS))
 ROLE_ID = Qt.ItemDataRole.UserRole
 ROLE_KIND = Qt.ItemDataRole.UserRole + 1
+SYNC_BUDGET_S = 0.012  # job-row work per turn of the event loop
 
 
 def stage_ticks(stages: dict[str, str]) -> str:
@@ -68,6 +76,10 @@ def _count(counts: dict[str, int], states: tuple[str, ...]) -> int:
 class _TicksDelegate(QStyledItemDelegate):
     """Draws a stage-tick string one coloured, evenly spaced glyph per stage."""
 
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._colours = {ch: status_colour(TICK_COLOURS.get(ch, "pending")) for ch in set(TICKS.values()) | {"?"}}
+
     def paint(self, painter, option, index) -> None:
         text = index.data(Qt.ItemDataRole.DisplayRole) or ""
         opt = QStyleOptionViewItem(option)
@@ -80,9 +92,9 @@ class _TicksDelegate(QStyledItemDelegate):
         font.setBold(True)
         painter.setFont(font)
         r = option.rect
+        colours, highlighted = self._colours, option.palette.highlightedText().color()
         for i, ch in enumerate(text):
-            colour = option.palette.highlightedText().color() if selected else status_colour(TICK_COLOURS.get(ch, "pending"))
-            painter.setPen(colour)
+            painter.setPen(highlighted if selected else colours.get(ch) or colours["?"])
             painter.drawText(QRect(r.x() + 4 + i * TICK_W, r.y(), TICK_W, r.height()), Qt.AlignmentFlag.AlignCenter, ch)
         painter.restore()
 
@@ -112,7 +124,14 @@ class CheckpointsDock(StaveDock):
         self._batches: dict[int, QTreeWidgetItem] = {}
         self._jobs: dict[int, QTreeWidgetItem] = {}
         self._batch_status: dict[int, str] = {}
-        self._seen: dict[tuple[str, int], tuple] = {}  # last rendered values, to skip unchanged rows
+        self._seen: dict[tuple[str, int], Any] = {}  # last rendered values, to skip unchanged rows
+        self._batch_jobs: dict[int, list[dict[str, Any]]] = {}  # the newest job dicts of each batch
+        self._job_items: dict[int, dict[int, QTreeWidgetItem]] = {}  # batch -> its job rows made so far
+        self._syncs: dict[int, Iterator[None]] = {}  # batch -> its job rows being made or refreshed
+        self._deadline = 0.0
+        self._expand_when_made: set[int] = set()  # the newest batch at first: expanded once its rows exist
+        self._sync_timer = QTimer(self, interval=0)
+        self._sync_timer.timeout.connect(self._sync_some)
 
         self.tree = QTreeWidget()
         self.tree.setColumnCount(len(COLUMNS))
@@ -125,8 +144,10 @@ class CheckpointsDock(StaveDock):
         # (seconds per refresh with a thousand jobs); columns are fitted once per set_batches instead.
         hdr.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         hdr.resizeSection(C_NAME, 220)
+        hdr.setResizeContentsPrecision(200)  # fitting a column looks at a few hundred rows, not all
         self.tree.headerItem().setToolTip(C_STAGES, " → ".join(STAGES) + "\n" + TICK_LEGEND)
         self.tree.itemSelectionChanged.connect(self._update_buttons)
+        self.tree.itemExpanded.connect(self._on_expanded)
         self._ticks_delegate = _TicksDelegate(self.tree)
         self.tree.setItemDelegateForColumn(C_STAGES, self._ticks_delegate)
 
@@ -168,7 +189,7 @@ class CheckpointsDock(StaveDock):
 
     # --- slots -------------------------------------------------------------
 
-    @Slot(list)
+    @Slot(object)
     def set_batches(self, batches: list[dict[str, Any]]) -> None:
         """Show these batches, updating the tree in place (expansion and selection survive)."""
         first_fill = not self._batches
@@ -180,9 +201,12 @@ class CheckpointsDock(StaveDock):
             for index, batch in enumerate(batches):
                 self._update_batch(index, batch)
             if first_fill and self.tree.topLevelItemCount():
-                self.tree.topLevelItem(0).setExpanded(True)
-                for column in range(1, self.tree.columnCount()):  # fit once; people may resize after
-                    self.tree.resizeColumnToContents(column)
+                # the newest batch opens once its rows are made: rows added under a collapsed item
+                # cost no layout, rows added under an expanded one re-lay the whole tree each time
+                newest = int(self.tree.topLevelItem(0).data(0, ROLE_ID))
+                self._start_rows(newest)
+                self._expand_when_made.add(newest)
+            self._sync_some()  # the first slice of job rows now, the rest on the next turns
         finally:
             self.tree.setUpdatesEnabled(True)
         self._set_empty(not self._batches)
@@ -194,6 +218,12 @@ class CheckpointsDock(StaveDock):
         return self._batches[batch_id]
 
     def job_item(self, job_id: int) -> QTreeWidgetItem:
+        """The row of a job (its batch's rows are made now if they were not yet)."""
+        if job_id not in self._jobs:
+            for bid, jobs in self._batch_jobs.items():
+                if any(int(j["job_id"]) == job_id for j in jobs):
+                    self._finish_rows(bid)
+                    break
         return self._jobs[job_id]
 
     def selected_job_ids(self) -> list[int]:
@@ -203,7 +233,7 @@ class CheckpointsDock(StaveDock):
             if item.data(0, ROLE_KIND) == "job":
                 out.append(int(item.data(0, ROLE_ID)))
             else:
-                out.extend(int(item.child(i).data(0, ROLE_ID)) for i in range(item.childCount()))
+                out.extend(int(j["job_id"]) for j in self._batch_jobs.get(int(item.data(0, ROLE_ID)), []))
         return list(dict.fromkeys(out))
 
     def selected_batch_id(self) -> int | None:
@@ -231,10 +261,12 @@ class CheckpointsDock(StaveDock):
 
     def _remove_batch(self, bid: int) -> None:
         item = self._batches.pop(bid)
-        for j in range(item.childCount()):
-            jid = int(item.child(j).data(0, ROLE_ID))
+        for jid in self._job_items.pop(bid, {}):
             self._jobs.pop(jid, None)
             self._seen.pop(("job", jid), None)
+        self._batch_jobs.pop(bid, None)
+        self._syncs.pop(bid, None)
+        self._expand_when_made.discard(bid)
         self._seen.pop(("batch", bid), None)
         self._batch_status.pop(bid, None)
         self.tree.takeTopLevelItem(self.tree.indexOfTopLevelItem(item))
@@ -269,39 +301,99 @@ class CheckpointsDock(StaveDock):
             bold = item.font(C_NAME)
             bold.setBold(True)
             item.setFont(C_NAME, bold)
-        self._update_jobs(item, batch.get("jobs") or [])
+        jobs = batch.get("jobs") or []
+        self._batch_jobs[bid] = jobs
+        if bid in self._job_items:  # expanded once: its rows follow the data
+            self._syncs[bid] = self._sync_rows(bid, item, jobs)
+        else:
+            item.setChildIndicatorPolicy(QTreeWidgetItem.ChildIndicatorPolicy.ShowIndicator if jobs else
+                                         QTreeWidgetItem.ChildIndicatorPolicy.DontShowIndicatorWhenChildless)
 
-    def _update_jobs(self, parent: QTreeWidgetItem, jobs: list[dict[str, Any]]) -> None:
+    @Slot(QTreeWidgetItem)
+    def _on_expanded(self, item: QTreeWidgetItem) -> None:
+        """A batch shown expanded for the first time gets its job rows."""
+        if item.data(0, ROLE_KIND) != "batch":
+            return
+        bid = int(item.data(0, ROLE_ID))
+        self._expand_when_made.discard(bid)  # opened meanwhile (by the user)
+        if bid not in self._job_items and bid in self._batches:
+            self._start_rows(bid)
+            self._sync_timer.start()  # made on the next turns
+
+    def _start_rows(self, bid: int) -> None:
+        """From now on the batch has job rows (made over the next turns, then kept up to date)."""
+        item = self._batches[bid]
+        self._job_items[bid] = {}
+        item.setChildIndicatorPolicy(QTreeWidgetItem.ChildIndicatorPolicy.DontShowIndicatorWhenChildless)
+        self._syncs[bid] = self._sync_rows(bid, item, self._batch_jobs.get(bid, []))
+
+    def _finish_rows(self, bid: int) -> None:
+        """Make all of a batch's job rows now."""
+        if bid not in self._job_items:  # never expanded: make its rows without expanding it
+            self._start_rows(bid)
+        steps = self._syncs.pop(bid, None)
+        self._deadline = float("inf")
+        for _ in steps or ():
+            pass
+        self._rows_made(bid)
+
+    def _rows_made(self, bid: int) -> None:
+        if bid in self._expand_when_made and bid in self._batches:
+            self._expand_when_made.discard(bid)
+            self._batches[bid].setExpanded(True)
+            for column in range(1, self.tree.columnCount()):  # fit once; people may resize after
+                self.tree.resizeColumnToContents(column)
+
+    @Slot()
+    def _sync_some(self) -> None:
+        """About ``SYNC_BUDGET_S`` of job-row work; the timer calls again while some is left."""
+        self._deadline = time.perf_counter() + SYNC_BUDGET_S
+        while self._syncs and time.perf_counter() < self._deadline:
+            bid, steps = next(iter(self._syncs.items()))
+            try:
+                next(steps)
+            except StopIteration:
+                if self._syncs.get(bid) is steps:  # not replaced by newer data meanwhile
+                    del self._syncs[bid]
+                    self._rows_made(bid)
+        if self._syncs:
+            self._sync_timer.start()
+        else:
+            self._sync_timer.stop()
+
+    def _sync_rows(self, bid: int, parent: QTreeWidgetItem, jobs: list[dict[str, Any]]) -> Iterator[None]:
+        """Make, refresh and remove the job rows of one batch; yields whenever the turn's time is up."""
+        rows, all_rows, seen = self._job_items[bid], self._jobs, self._seen
         wanted = {int(j["job_id"]) for j in jobs}
-        for j in reversed(range(parent.childCount())):
-            jid = int(parent.child(j).data(0, ROLE_ID))
-            if jid not in wanted:
-                parent.takeChild(j)
-                self._jobs.pop(jid, None)
-                self._seen.pop(("job", jid), None)
-        new_items = []
-        for job in jobs:
+        for jid in [j for j in rows if j not in wanted]:
+            parent.removeChild(rows.pop(jid))
+            all_rows.pop(jid, None)
+            seen.pop(("job", jid), None)
+        new_items: list[QTreeWidgetItem] = []
+        for n, job in enumerate(jobs, 1):
             jid = int(job["job_id"])
-            item = self._jobs.get(jid)
+            item = rows.get(jid)
             if item is None:
                 item = QTreeWidgetItem()
                 item.setData(0, ROLE_ID, jid)
                 item.setData(0, ROLE_KIND, "job")
-                self._jobs[jid] = item
+                rows[jid] = all_rows[jid] = item
                 new_items.append(item)
-            self._render_job(item, job)
+            if seen.get(("job", jid)) != job:
+                seen[("job", jid)] = job
+                self._render_job(item, job)
+            if n % 16 == 0 and time.perf_counter() > self._deadline:
+                if new_items:
+                    parent.addChildren(new_items)  # one insertion per slice
+                    new_items = []
+                yield
         if new_items:
-            parent.addChildren(new_items)  # one insertion for the whole block
+            parent.addChildren(new_items)
 
     def _render_job(self, item: QTreeWidgetItem, job: dict[str, Any]) -> None:
-        jid = int(job["job_id"])
         stages = {_text(k): _text(v) for k, v in (job.get("stages") or {}).items()}
         status = _text(job.get("status", ""))
         path = os.fsdecode(job.get("path", ""))
-        key = (status, path, tuple(sorted(stages.items())))
-        if self._seen.get(("job", jid)) == key:
-            return
-        self._seen[("job", jid)] = key
         item.setText(C_NAME, os.path.basename(path) or path)
         item.setToolTip(C_NAME, path)
         item.setText(C_STATUS, status)
