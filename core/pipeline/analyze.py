@@ -19,14 +19,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from core.pipeline.features import (FrameFeatures, Levels, compute_spectra, frame_features, measure_levels,
-                                    onset_delay_frames, pick_onsets)
+from core.pipeline.features import compute_spectra  # noqa: F401  (still importable from here: tests patch it)
+from core.pipeline.features import (FrameFeatures, Levels, frame_features, frame_rms, measure_levels,
+                                    onset_delay_frames, pick_onsets, spectra_from_magnitude, stft_magnitude,
+                                    zero_crossing_rate)
 from core.pipeline.rhythm import Bar, TempoAlternative, analyze_rhythm
 from core.pipeline.tonal import (PITCH_NAMES, PROFILES, KeyEstimate, estimate_key, estimate_tuning,
                                  key_profile_from_chroma)
 from core.resilience.errors import ErrorKind, InputError
 
 _DENOMINATORS = (1, 2, 4, 8, 16, 32)
+_CHECK_BLOCK = 1 << 20  # samples checked for NaN/inf at once (no signal-sized mask)
 
 
 @dataclass(frozen=True)
@@ -163,7 +166,7 @@ def _check_input(y: np.ndarray, sr: int) -> np.ndarray:
     if a.size == 0:
         raise InputError("no samples to analyse", kind=ErrorKind.INPUT_EMPTY)
     a = np.ascontiguousarray(a, dtype=np.float32)
-    if not np.all(np.isfinite(a)):
+    if not all(np.isfinite(a[i : i + _CHECK_BLOCK]).all() for i in range(0, a.size, _CHECK_BLOCK)):
         raise InputError("audio holds NaN or infinite samples", kind=ErrorKind.INPUT_CORRUPT)
     return a
 
@@ -173,18 +176,30 @@ def analyze_audio(y: np.ndarray, sr: int, config: AnalysisConfig | None = None) 
 
     Raises :class:`InputError` for empty, non-mono or non-finite input.
     Silence is not an error: it gives tempo 0, no beats and no key.
+
+    Memory: everything read from the samples comes first, then the STFT, then
+    ``y`` is let go. A caller that hands over its only reference (e.g.
+    ``analyze_audio(np.load(path), sr)``) so frees the signal before the
+    work on the spectrogram, and the peak is the samples plus their STFT
+    magnitude (about 3x the float32 signal) plus bounded per-block temporaries.
     """
     config = config or AnalysisConfig()
     y = _check_input(y, sr)
+    n_fft, hop = config.n_fft, config.hop_length
     duration = len(y) / sr
     levels = measure_levels(y, sr)
-    if len(y) < config.n_fft:  # a snippet shorter than one window: pad it to one full frame
-        y = np.pad(y, (0, config.n_fft - len(y)))
-    spectra = compute_spectra(y, sr, config.n_fft, config.hop_length, config.n_mels)
-    tuning = estimate_tuning(spectra.magnitude, sr, config.n_fft)
-    frames = frame_features(y, spectra, config.n_mfcc, tuning)
-    fps = sr / config.hop_length
-    delay = onset_delay_frames(config.n_fft, config.hop_length)
+    if len(y) < n_fft:  # a snippet shorter than one window: pad it to one full frame
+        y = np.pad(y, (0, n_fft - len(y)))
+    rms, zcr = frame_rms(y, n_fft, hop), zero_crossing_rate(y, n_fft, hop)
+    magnitude = stft_magnitude(y, n_fft, hop)
+    del y  # the samples are done with (freed here if the caller passed its only reference)
+    spectra = spectra_from_magnitude(magnitude, sr, n_fft, hop, config.n_mels)
+    del magnitude
+    tuning = estimate_tuning(spectra.magnitude, sr, n_fft)
+    frames = frame_features(None, spectra, config.n_mfcc, tuning, rms=rms, zcr=zcr)
+    del spectra  # the frame features are all that is needed from here on
+    fps = sr / hop
+    delay = onset_delay_frames(n_fft, hop)
     rhythm = analyze_rhythm(frames.onset, (frames.low_band, frames.rms), fps, config.beats_per_bar,
                             config.tempo_min, config.tempo_max, duration, delay)
     key = estimate_key(key_profile_from_chroma(frames.chroma, frames.rms), config.key_profile)

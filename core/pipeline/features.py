@@ -12,6 +12,11 @@ numpy: librosa's versions of these kernels import numba code that is
 compiled on first use in every process (tens of seconds on a busy machine)
 and cached on disk, where workers compiling at once can corrupt the cache
 and crash. Only its pure-Python mel filter bank is used.
+
+Memory: everything here runs over blocks (of samples or of frames), so
+beyond its inputs and results a long song costs a few megabytes of
+temporaries, never a signal- or spectrogram-sized copy. The one big array is
+the STFT magnitude (float32, about twice the signal).
 """
 
 from __future__ import annotations
@@ -30,7 +35,9 @@ _ONSET_GAMMA = 1000.0  # onset compression: log(1 + GAMMA * mel / peak)
 _LOW_BAND_HZ = 150.0  # kick drum and bass: the band that marks downbeats
 _SILENCE_DBFS = -120.0  # floor for levels of silent signals
 _BLOCK_FRAMES = 1024  # STFT frames transformed at once (bounds the temporary memory)
-_FEATURE_BLOCK = 4096  # frames per block for the per-frame spectral features
+_FEATURE_BLOCK = 1024  # frames per block for the per-frame spectral features (float64 temporaries: ~8 MB each)
+_MEL_BLOCK = 4096  # frames per block of mel-sized work (BLAS rounds by block shape: keep it, keep the figures)
+_SAMPLE_BLOCK = 1 << 20  # samples per block for whole-signal sums (levels, loudness)
 
 
 @dataclass(frozen=True, eq=False)
@@ -53,27 +60,62 @@ class Spectra:
         return np.arange(self.magnitude.shape[0]) * (self.sr / self.n_fft)
 
 
+def _padded(y: np.ndarray, lo: int, hi: int, pad: int, edge: bool = False) -> np.ndarray:
+    """``np.pad(y, (pad, pad), mode)[lo:hi]`` (zeros, or ``edge`` values) without padding all of ``y``.
+
+    A view of ``y`` when the range needs no padding; a small copy at the ends.
+    """
+    n = len(y)
+    a, b = lo - pad, hi - pad  # the range in y's own indices
+    if 0 <= a and b <= n:
+        return y[a:b]
+    inner = y[min(max(a, 0), n) : max(min(b, n), 0)]
+    before, after = max(0, min(b, 0) - a), max(0, b - max(a, n))
+    if edge:
+        return np.concatenate([np.full(before, y[0], dtype=y.dtype), inner, np.full(after, y[-1], dtype=y.dtype)])
+    return np.concatenate([np.zeros(before, dtype=y.dtype), inner, np.zeros(after, dtype=y.dtype)])
+
+
+def _frame_blocks(n_samples: int, frame_length: int, hop_length: int, pad: int,
+                  block: int = _FEATURE_BLOCK) -> tuple[int, list[tuple[int, int]]]:
+    """Frame count of the ``pad``-padded signal and ``(first, stop)`` frame blocks over it."""
+    n_frames = 1 + (n_samples + 2 * pad - frame_length) // hop_length
+    return max(n_frames, 0), [(a, min(a + block, n_frames)) for a in range(0, max(n_frames, 0), block)]
+
+
 def stft_magnitude(y: np.ndarray, n_fft: int, hop_length: int) -> np.ndarray:
-    """``abs(librosa.stft(y, n_fft, hop_length))``: periodic Hann window, centred frames, zero padding."""
+    """``abs(librosa.stft(y, n_fft, hop_length))``: periodic Hann window, centred frames, zero padding.
+
+    Frames are cut from ``y`` block by block: only the result and one block of
+    frames are held (no padded copy of the signal).
+    """
     window = scipy.signal.get_window("hann", n_fft, fftbins=True).astype(np.float32)
-    padded = np.pad(np.asarray(y, dtype=np.float32), (n_fft // 2, n_fft // 2))
-    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop_length]
-    out = np.empty((1 + n_fft // 2, len(frames)), dtype=np.float32)
-    for start in range(0, len(frames), _BLOCK_FRAMES):
-        block = frames[start : start + _BLOCK_FRAMES] * window
-        out[:, start : start + len(block)] = np.abs(scipy.fft.rfft(block, axis=1)).T
+    x = np.asarray(y, dtype=np.float32)
+    half = n_fft // 2
+    if len(x) + 2 * half < n_fft:
+        raise ValueError(f"stft_magnitude: {len(x)} samples are too few for one frame of n_fft={n_fft}")
+    n_frames, blocks = _frame_blocks(len(x), n_fft, hop_length, half, _BLOCK_FRAMES)
+    out = np.empty((1 + n_fft // 2, n_frames), dtype=np.float32)
+    for start, stop in blocks:
+        seg = _padded(x, start * hop_length, (stop - 1) * hop_length + n_fft, half)
+        frames = np.lib.stride_tricks.sliding_window_view(seg, n_fft)[::hop_length] * window
+        out[:, start:stop] = np.abs(scipy.fft.rfft(frames, axis=1)).T
     return out
 
 
 def compute_spectra(y: np.ndarray, sr: int, n_fft: int, hop_length: int, n_mels: int) -> Spectra:
     """One STFT and its mel power spectrogram (librosa's Slaney mel bank)."""
+    return spectra_from_magnitude(stft_magnitude(y, n_fft, hop_length), sr, n_fft, hop_length, n_mels)
+
+
+def spectra_from_magnitude(magnitude: np.ndarray, sr: int, n_fft: int, hop_length: int, n_mels: int) -> Spectra:
+    """:func:`compute_spectra` for an STFT magnitude already taken (the samples may be gone by now)."""
     from librosa.core.convert import mel_frequencies
     from librosa.filters import mel
 
-    magnitude = stft_magnitude(y, n_fft, hop_length)
     mel_basis = mel(sr=sr, n_fft=n_fft, n_mels=n_mels, dtype=np.float32)
     mel_power = np.empty((n_mels, magnitude.shape[1]), dtype=np.float32)
-    for cols in _blocks(magnitude.shape[1]):
+    for cols in _blocks(magnitude.shape[1], _MEL_BLOCK):
         mel_power[:, cols] = mel_basis @ np.square(magnitude[:, cols])
     mel_hz = mel_frequencies(n_mels=n_mels, fmin=0.0, fmax=sr / 2.0)
     return Spectra(magnitude, mel_power, mel_hz, int(sr), n_fft, hop_length)
@@ -93,8 +135,17 @@ def onset_envelope(mel_power: np.ndarray) -> np.ndarray:
     peak = float(mel_power.max()) if mel_power.size else 0.0
     if n == 0 or peak <= 0:
         return np.zeros(n)
-    logm = np.log1p(_ONSET_GAMMA * mel_power / peak)
-    return np.maximum(0.0, np.diff(logm, axis=1, prepend=0.0)).mean(axis=0)
+    out, prev = None, None
+    for cols in _blocks(n, _MEL_BLOCK):  # blockwise: the values of one pass, to float32 rounding
+        logm = np.log1p(_ONSET_GAMMA * mel_power[:, cols] / peak)
+        flux = np.diff(logm, axis=1, prepend=0.0 if prev is None else prev)
+        prev = logm[:, -1:]
+        np.maximum(0.0, flux, out=flux)
+        mean = flux.mean(axis=0)
+        if out is None:
+            out = np.empty(n, dtype=mean.dtype)
+        out[cols] = mean
+    return out
 
 
 def pick_onsets(env: np.ndarray, fps: float, delta: float = 0.07) -> np.ndarray:
@@ -175,16 +226,19 @@ class FrameFeatures:
         return slice(lo, hi)
 
 
-def _blocks(n: int) -> list[slice]:
-    """Column slices of at most ``_FEATURE_BLOCK`` frames: per-frame work in bounded memory."""
-    return [slice(a, min(a + _FEATURE_BLOCK, n)) for a in range(0, n, _FEATURE_BLOCK)] or [slice(0, 0)]
+def _blocks(n: int, size: int = _FEATURE_BLOCK) -> list[slice]:
+    """Column slices of at most ``size`` frames: per-frame work in bounded memory."""
+    return [slice(a, min(a + size, n)) for a in range(0, n, size)] or [slice(0, 0)]
 
 
-def frame_features(y: np.ndarray, spectra: Spectra, n_mfcc: int, tuning: float) -> FrameFeatures:
+def frame_features(y: np.ndarray | None, spectra: Spectra, n_mfcc: int, tuning: float, *,
+                   rms: np.ndarray | None = None, zcr: np.ndarray | None = None) -> FrameFeatures:
     """Every frame feature from ``spectra`` (plus ZCR and RMS from the samples).
 
     Per-frame features run over blocks of frames, so the temporaries of a
-    long song stay small; the result is the same as in one pass.
+    long song stay small; the result is the same as in one pass. ``rms`` and
+    ``zcr`` may be given already computed (:func:`frame_rms`,
+    :func:`zero_crossing_rate` on the same grid); ``y`` is only read for those not given.
     """
     S, sr, n_fft, hop = spectra.magnitude, spectra.sr, spectra.n_fft, spectra.hop_length
     n, freq, n_bands = spectra.n_frames, spectra.fft_hz, contrast_bands(spectra.sr)
@@ -199,12 +253,14 @@ def frame_features(y: np.ndarray, spectra: Spectra, n_mfcc: int, tuning: float) 
         peak[:, cols], valley[:, cols] = contrast_levels(block, freq, n_bands)
         chroma[:, cols] = chroma_from_power(np.square(block), sr, n_fft, tuning, chroma_fb)
     low = spectra.mel_hz < _LOW_BAND_HZ
+    if (rms is None or zcr is None) and y is None:
+        raise ValueError("frame_features needs the samples y unless rms and zcr are given")
     return FrameFeatures(
         sr=sr, hop_length=hop, n_fft=n_fft,
-        rms=_fit(frame_rms(y, n_fft, hop), n),
+        rms=_fit(frame_rms(y, n_fft, hop) if rms is None else np.asarray(rms), n),
         centroid=centroid, bandwidth=bandwidth, rolloff=rolloff, flatness=flatness,
         contrast=_db(peak) - _db(valley),
-        zcr=_fit(zero_crossing_rate(y, n_fft, hop), n),
+        zcr=_fit(zero_crossing_rate(y, n_fft, hop) if zcr is None else np.asarray(zcr), n),
         onset=onset_envelope(spectra.mel_power),
         low_band=np.sqrt(spectra.mel_power[low].sum(axis=0, dtype=np.float64)),
         chroma=chroma,
@@ -285,34 +341,66 @@ def contrast_levels(S: np.ndarray, freq: np.ndarray, n_bands: int = 6, fmin: flo
     return peak, valley
 
 
-def mfcc(mel_power: np.ndarray, n_mfcc: int) -> np.ndarray:
-    """MFCCs: orthonormal DCT-II of the mel spectrogram in dB (80 dB range), as librosa."""
-    return scipy.fft.dct(_db(mel_power), axis=0, type=2, norm="ortho")[:n_mfcc]
+def mfcc(mel_power: np.ndarray, n_mfcc: int, amin: float = 1e-10, top_db: float = 80.0) -> np.ndarray:
+    """MFCCs: orthonormal DCT-II of the mel spectrogram in dB (80 dB range), as librosa.
+
+    The dB scale is built in one array (in place); the DCT runs over blocks of
+    frames and keeps only the ``n_mfcc`` rows wanted.
+    """
+    db = np.maximum(amin, mel_power)  # == _db(mel_power), without its temporaries
+    np.log10(db, out=db)
+    db *= 10.0
+    if db.size:
+        np.maximum(db, db.max() - top_db, out=db)
+    n = db.shape[1]
+    first = scipy.fft.dct(db[:, :0], axis=0, type=2, norm="ortho")  # the output dtype, for any input
+    out = np.empty((min(n_mfcc, db.shape[0]), n), dtype=first.dtype)
+    for cols in _blocks(n):
+        out[:, cols] = scipy.fft.dct(db[:, cols], axis=0, type=2, norm="ortho")[:n_mfcc]
+    return out
 
 
 def frame_rms(y: np.ndarray, frame_length: int, hop_length: int) -> np.ndarray:
-    """RMS of each centred frame (zero padded), as ``librosa.feature.rms(y=...)``."""
-    energy = np.pad(np.asarray(y, dtype=np.float64), (frame_length // 2, frame_length // 2))
-    np.square(energy, out=energy)
-    np.cumsum(energy, out=energy)  # in place: one signal-sized array in all
-    starts = np.arange(1 + (len(energy) - frame_length) // hop_length) * hop_length
-    before = np.where(starts > 0, energy[np.maximum(starts - 1, 0)], 0.0)
-    return np.sqrt(np.maximum(0.0, energy[starts + frame_length - 1] - before) / frame_length)
+    """RMS of each centred frame (zero padded), as ``librosa.feature.rms(y=...)``.
+
+    Blocks of frames, each from a running sum of squares (float64) over its
+    own samples: memory stays bounded however long ``y`` is.
+    """
+    x = np.asarray(y)
+    half = frame_length // 2
+    n_frames, blocks = _frame_blocks(len(x), frame_length, hop_length, half)
+    out = np.empty(n_frames)
+    for a, b in blocks:
+        seg = _padded(x, a * hop_length, (b - 1) * hop_length + frame_length, half)
+        energy = np.square(seg, dtype=np.float64)
+        np.cumsum(energy, out=energy)
+        starts = np.arange(b - a) * hop_length
+        before = np.where(starts > 0, energy[np.maximum(starts - 1, 0)], 0.0)
+        out[a:b] = np.sqrt(np.maximum(0.0, energy[starts + frame_length - 1] - before) / frame_length)
+    return out
 
 
 def zero_crossing_rate(y: np.ndarray, frame_length: int, hop_length: int, threshold: float = 1e-10) -> np.ndarray:
-    """Zero crossings per sample in each centred frame, as ``librosa.feature.zero_crossing_rate``."""
+    """Zero crossings per sample in each centred frame, as ``librosa.feature.zero_crossing_rate``.
+
+    Counted over blocks of frames (edge padding, as librosa), in bounded memory.
+    """
+    x = np.asarray(y)
+    if x.size == 0:
+        raise ValueError("zero_crossing_rate: y is empty")
     half = frame_length // 2
-    padded = np.pad(np.asarray(y), (half, half), mode="edge")
-    negative = padded < -threshold  # librosa counts |x| <= threshold as 0, and 0 as positive
-    del padded
-    crossings = np.zeros(len(negative), dtype=np.int32)
-    np.cumsum(negative[1:] != negative[:-1], out=crossings[1:])
-    n_frames = 1 + (len(negative) - frame_length) // hop_length
+    n_frames, blocks = _frame_blocks(len(x), frame_length, hop_length, half)
     if n_frames < 1:
         return np.zeros(0)
-    starts = np.arange(n_frames) * hop_length
-    return (crossings[starts + frame_length - 1] - crossings[starts]) / frame_length
+    out = np.empty(n_frames)
+    for a, b in blocks:
+        negative = _padded(x, a * hop_length, (b - 1) * hop_length + frame_length, half, edge=True) < -threshold
+        # librosa counts |x| <= threshold as 0, and 0 as positive
+        crossings = np.zeros(len(negative), dtype=np.int32)
+        np.cumsum(negative[1:] != negative[:-1], out=crossings[1:])
+        starts = np.arange(b - a) * hop_length
+        out[a:b] = (crossings[starts + frame_length - 1] - crossings[starts]) / frame_length
+    return out
 
 
 def _fit(x: np.ndarray, n: int) -> np.ndarray:
@@ -345,16 +433,67 @@ def measure_levels(y: np.ndarray, sr: int) -> Levels:
     shorter than BS.1770's 400 ms gating block, or silent (all blocks gated),
     get ``loudness_lufs=None`` and a note saying why.
     """
-    import pyloudnorm
-
-    x = np.asarray(y)  # float32 is fine for pyloudnorm and halves its copies of a long song
-    peak = _dbfs(float(np.max(np.abs(x)))) if x.size else _SILENCE_DBFS
-    rms = _dbfs(float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))) if x.size else _SILENCE_DBFS
+    x = np.asarray(y)
+    peak = rms = _SILENCE_DBFS
+    if x.size:  # over blocks: no signal-sized temporaries
+        top, energy = 0.0, 0.0
+        for a in range(0, len(x), _SAMPLE_BLOCK):
+            block = x[a : a + _SAMPLE_BLOCK]
+            top = max(top, float(block.max()), -float(block.min()))
+            energy += float(np.square(block, dtype=np.float64).sum())
+        peak, rms = _dbfs(top), _dbfs(math.sqrt(energy / x.size))
     if len(x) < 0.4 * sr:  # pyloudnorm's own limit
         return Levels(None, f"shorter than the 400 ms BS.1770 gating block ({len(x) / sr * 1000:.0f} ms)", peak, rms)
-    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
-        warnings.simplefilter("ignore")  # pyloudnorm warns about clipping; peak_dbfs reports it
-        lufs = float(pyloudnorm.Meter(sr).integrated_loudness(x))
+    lufs = bs1770_loudness(x, sr)
     if not math.isfinite(lufs):
         return Levels(None, "silent: every 400 ms block is below the -70 LUFS gate", peak, rms)
     return Levels(lufs, "", peak, rms)
+
+
+def bs1770_loudness(y: np.ndarray, sr: int) -> float:
+    """Integrated loudness (LUFS) of mono ``y``: ``pyloudnorm.Meter(sr).integrated_loudness(y)``, streamed.
+
+    The same K-weighting filters (run over blocks with their state carried
+    over), the same 400 ms blocks with 75 % overlap and the same gating, so
+    the same figure; but only a block of filtered signal is held at a time
+    (pyloudnorm filters a float64 copy of the whole signal). -inf for
+    silence; ValueError (as pyloudnorm) when ``y`` is shorter than one block.
+    """
+    from pyloudnorm.iirfilter import IIRfilter
+
+    x = np.asarray(y)
+    if x.ndim != 1 or not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(f"bs1770_loudness: expected 1-D float audio, got {x.dtype} {x.shape}")
+    block_s, step = 0.400, 1.0 - 0.75  # pyloudnorm's defaults, in its arithmetic
+    n = len(x)
+    if n < block_s * sr:
+        raise ValueError("Audio must have length greater than the block size.")
+    # BS.1770 K-weighting, as pyloudnorm's Meter builds it: a high shelf, then a high pass
+    stages = [IIRfilter(4.0, 1 / np.sqrt(2), 1500.0, sr, "high_shelf"), IIRfilter(0.0, 0.5, 38.0, sr, "high_pass")]
+    coeffs = [(f.b, f.a, f.passband_gain) for f in stages]
+    states = [np.zeros(max(len(b), len(a)) - 1) for b, a, _ in coeffs]
+    n_blocks = int(np.round(((n / sr - block_s) / (block_s * step)))) + 1
+    bounds = [(int(block_s * (j * step) * sr), int(block_s * (j * step + 1) * sr)) for j in range(n_blocks)]
+    z = np.zeros(n_blocks)
+    kept = np.zeros(0, dtype=x.dtype)  # filtered samples from ``kept_from`` on
+    kept_from, j = 0, 0
+    for a in range(0, n, _SAMPLE_BLOCK):
+        chunk = x[a : a + _SAMPLE_BLOCK]
+        for k, (b, a_, gain) in enumerate(coeffs):
+            filtered, states[k] = scipy.signal.lfilter(b, a_, chunk, zi=states[k])
+            chunk = (gain * filtered).astype(x.dtype, copy=False)  # pyloudnorm writes back into its copy
+        kept = np.concatenate([kept, chunk])
+        end = a + len(chunk)
+        while j < n_blocks and (bounds[j][1] <= end or end == n):
+            lo, hi = bounds[j]
+            z[j] = (1.0 / (block_s * sr)) * np.sum(np.square(kept[lo - kept_from : min(hi, n) - kept_from]))
+            j += 1
+        drop = (bounds[j][0] if j < n_blocks else end) - kept_from
+        kept, kept_from = kept[drop:], kept_from + drop
+    with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # means of no blocks, as in pyloudnorm
+        level = -0.691 + 10.0 * np.log10(z)
+        absolute = level >= -70.0
+        relative = -0.691 + 10.0 * np.log10(np.mean(z[absolute])) - 10.0
+        gated = float(np.nan_to_num(np.mean(z[(level > relative) & (level > -70.0)])))
+        return float(-0.691 + 10.0 * np.log10(gated))

@@ -9,6 +9,11 @@ over and keeps the ffmpeg location in a class-wide global.)
 Decoded audio is float32 shaped ``(channels, frames)``: the transposed view of
 one interleaved buffer, so ``audio.T`` is the C-contiguous ``(frames, channels)``
 array soundfile, soxr and pyloudnorm take, and no decode ever copies it.
+
+:func:`ingest_mono` is what the pipeline uses: the same checks, but each
+decoded block is mixed to mono and resampled as a stream, so a long file never
+exists in memory as decoded multichannel audio (an hour of 44.1 kHz stereo is
+1.2 GiB as float32; its mono mix at 22.05 kHz is 0.3 GiB).
 """
 
 from __future__ import annotations
@@ -23,9 +28,10 @@ import stat
 import struct
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 import numpy as np
 import soundfile as sf
@@ -250,8 +256,9 @@ def _read_wav_header(stream) -> tuple[int, int] | None:
             fmt = struct.unpack("<HI", body[2:8])
 
 
-def _ffmpeg_decode(exe: str, path: Path, expected_frames: int) -> tuple[np.ndarray, int]:
-    """Stream ``ffmpeg``'s float32 output straight into the result array."""
+def _ffmpeg_decode(exe: str, path: Path, expected_frames: int,
+                   make_sink: SinkFactory) -> tuple[np.ndarray, int, int]:
+    """Stream ``ffmpeg``'s float32 output into a sink: ``(result, sample rate, frames decoded)``."""
     cmd = [exe, "-nostdin", "-hide_banner", "-loglevel", "error", "-i", _ff_input(path),
            "-map", "0:a:0", "-vn", "-sn", "-dn", "-c:a", "pcm_f32le", "-f", "wav", "-"]
     with tempfile.TemporaryFile() as errf:
@@ -262,12 +269,13 @@ def _ffmpeg_decode(exe: str, path: Path, expected_frames: int) -> tuple[np.ndarr
             raise DependencyMissing(f"ffmpeg not found at {exe}") from None
         except OSError as exc:
             raise DependencyFailed(f"could not run ffmpeg at {exe}: {exc}") from None
-        header = audio = None
+        header = audio = sink = None
         try:
             header = _read_wav_header(proc.stdout)
             if header is not None:
                 # A little headroom: AAC and friends decode a few priming frames more.
-                audio = _read_f32_frames(proc.stdout, path, header[0], expected_frames + header[1])
+                sink = make_sink(header[0], header[1], expected_frames + header[1])
+                audio = _read_f32_frames(proc.stdout, path, header[0], sink)
         except BaseException:
             proc.kill()
             raise
@@ -280,11 +288,11 @@ def _ffmpeg_decode(exe: str, path: Path, expected_frames: int) -> tuple[np.ndarr
         raise _ffmpeg_failure(path, err, rc)
     if audio is None:
         raise InputError(f"{path.name}: ffmpeg decoded no audio", kind=ErrorKind.INPUT_EMPTY)
-    return audio, header[1]
+    return audio, header[1], sink.filled
 
 
-def _read_f32_frames(stream, path: Path, channels: int, capacity: int) -> np.ndarray:
-    """Read raw float32 frames from *stream* straight into the result array."""
+def _read_f32_frames(stream, path: Path, channels: int, sink: _Sink) -> np.ndarray:
+    """Read raw float32 frames from *stream* straight into *sink*."""
     frame_bytes = 4 * channels
 
     def read_into(view: np.ndarray) -> int:
@@ -298,7 +306,19 @@ def _read_f32_frames(stream, path: Path, channels: int, capacity: int) -> np.nda
         data = _read(stream, n * frame_bytes)
         return np.frombuffer(data, dtype="<f4", count=len(data) // frame_bytes * channels).reshape(-1, channels)
 
-    return _FrameBuffer(channels, capacity).fill(path, read_into, read_block)
+    return sink.fill(path, read_into, read_block)
+
+
+class _Sink(Protocol):
+    """Where decoded frames go. ``fill`` decodes until a short read and returns the result."""
+
+    filled: int  # frames decoded so far
+
+    def fill(self, path: Path, read_into: Callable[[np.ndarray], int],
+             read_block: Callable[[int], np.ndarray]) -> np.ndarray: ...
+
+
+SinkFactory = Callable[[int, int, int], _Sink]  # (channels, sample rate, frames expected) -> sink
 
 
 class _FrameBuffer:
@@ -339,6 +359,44 @@ class _FrameBuffer:
         if self.filled != self._data.shape[0]:
             self._data.resize((self.filled, self._data.shape[1]), refcheck=False)
         return self._data.T
+
+
+def _whole(channels: int, sr: int, expected_frames: int) -> _FrameBuffer:
+    """The sink :func:`decode` uses: every frame, in one array."""
+    return _FrameBuffer(channels, expected_frames)
+
+
+class _MonoSink:
+    """Decoded blocks -> mono mix -> streamed resample (one reusable block buffer).
+
+    Checks every block for NaN/Inf and keeps the sample peak over all channels,
+    so nothing needs the decoded whole afterwards.
+    """
+
+    def __init__(self, channels: int, sr: int, target_sr: int, expected_frames: int):
+        from core.pipeline.preprocess import MonoResampler
+
+        self.channels = channels
+        self._block = np.empty((BLOCK_FRAMES, channels), dtype=np.float32)
+        self._mono = MonoResampler(sr, target_sr, expected_frames)
+        self.filled = 0
+        self.peak = 0.0  # max |sample| over every channel
+
+    def fill(self, path: Path, read_into, read_block) -> np.ndarray:
+        while True:
+            got = read_into(self._block)
+            block = self._block[:got]
+            _check_finite(block, path)
+            if got:
+                self.peak = max(self.peak, float(block.max()), -float(block.min()))
+                self._mono.push(block)
+            self.filled += got
+            if got < len(self._block):
+                return self._mono.finish()
+
+    @property
+    def peak_dbfs(self) -> float:
+        return 20.0 * math.log10(self.peak) if self.peak > 0 else -math.inf
 
 
 # --- probe ----------------------------------------------------------------------
@@ -427,10 +485,10 @@ def _check_finite(block: np.ndarray, path: Path) -> None:
         raise InputError(f"{path.name}: contains NaN or infinite samples", kind=ErrorKind.INPUT_CORRUPT)
 
 
-def _decode_soundfile(path: Path, f: sf.SoundFile) -> tuple[np.ndarray, int]:
+def _decode_soundfile(path: Path, f: sf.SoundFile, make_sink: SinkFactory) -> tuple[np.ndarray, int, int]:
     sr, expected = int(f.samplerate), int(f.frames)
     declared = _wav_declared_frames(path) if f.format in ("WAV", "WAVEX") else None
-    buf = _FrameBuffer(int(f.channels), expected)
+    buf = make_sink(int(f.channels), sr, expected)
     try:
         audio = buf.fill(
             path,
@@ -449,24 +507,25 @@ def _decode_soundfile(path: Path, f: sf.SoundFile) -> tuple[np.ndarray, int]:
     slack = max(int(0.01 * expected), 2048) if f.format in _LOSSY_FORMATS else 0
     if expected - got > slack:
         raise _truncated(path, got, expected, sr)
-    return audio, sr
+    return audio, sr, got
 
 
-def _decode(path: Path, info: ProbeInfo, ffmpeg: StrPath | None) -> tuple[np.ndarray, int]:
+def _decode(path: Path, info: ProbeInfo, ffmpeg: StrPath | None,
+            make_sink: SinkFactory = _whole) -> tuple[np.ndarray, int, int]:
+    """Decode into ``make_sink(...)``: ``(its result, sample rate, frames decoded)``."""
     if info.decoder == "soundfile":
         f = _open_soundfile(path)
         if f is not None:
             with f:
-                return _decode_soundfile(path, f)
+                return _decode_soundfile(path, f, make_sink)
     exe = _resolve_ffmpeg(ffmpeg)
     if exe is None:
         raise _needs_ffmpeg_error(path, ffmpeg)
-    audio, sr = _ffmpeg_decode(exe, path, expected_frames=info.frames)
-    n = audio.shape[1]
+    audio, sr, n = _ffmpeg_decode(exe, path, info.frames, make_sink)
     if info.frames and info.sample_rate == sr:
         if info.frames - n > max(int(0.02 * info.frames), int(0.25 * sr)):
             raise _truncated(path, n, info.frames, sr)
-    return audio, sr
+    return audio, sr, n
 
 
 def decode(path: StrPath, *, ffmpeg: StrPath | None = None) -> tuple[np.ndarray, int]:
@@ -476,7 +535,8 @@ def decode(path: StrPath, *, ffmpeg: StrPath | None = None) -> tuple[np.ndarray,
     ffmpeg), DependencyFailed (ffmpeg itself failed) or PermissionError.
     """
     path = Path(path)
-    return _decode(path, probe(path, ffmpeg=ffmpeg), ffmpeg)
+    audio, sr, _ = _decode(path, probe(path, ffmpeg=ffmpeg), ffmpeg)
+    return audio, sr
 
 
 # --- ingest ------------------------------------------------------------------------
@@ -497,30 +557,71 @@ def peak_dbfs(audio: np.ndarray) -> float:
     return 20.0 * math.log10(peak) if peak > 0 else -math.inf
 
 
-def ingest(path: StrPath, config: PipelineConfig, *, ffmpeg: StrPath | None = None) -> IngestResult:
-    """Hash, probe and decode *path*, rejecting unusable input with a classified error."""
-    path = Path(path)
-    if ffmpeg is None and config.ffmpeg_path is not None:
-        ffmpeg = config.ffmpeg_path
-    _check_file(path)
-    content_hash = sha256_file(path)
-    info = probe(path, ffmpeg=ffmpeg)
-    audio, sr = _decode(path, info, ffmpeg)
-    frames = audio.shape[1]
+def _accept(path: Path, info: ProbeInfo, frames: int, sr: int, channels: int, peak: float,
+            config: PipelineConfig) -> ProbeInfo:
+    """Refuse empty, too short and silent audio; the probe updated to what was decoded."""
     if frames == 0:
         raise InputError(f"{path.name}: no audio frames could be decoded", kind=ErrorKind.INPUT_EMPTY)
     duration = frames / sr
     if duration < config.min_duration_s:
         raise _too_short(duration, config)
-    peak = peak_dbfs(audio)
     if peak < config.silence_threshold_dbfs:
         level = "digital silence" if peak == -math.inf else f"peak {peak:.1f} dBFS"
         raise InputError(
             f"all silence: {level}, below the {config.silence_threshold_dbfs:g} dBFS threshold",
             kind=ErrorKind.INPUT_EMPTY,
         )
-    info = dataclasses.replace(info, frames=frames, duration_s=duration, sample_rate=sr, channels=audio.shape[0])
+    return dataclasses.replace(info, frames=frames, duration_s=duration, sample_rate=sr, channels=channels)
+
+
+def _start(path: Path, config: PipelineConfig, ffmpeg: StrPath | None) -> tuple[str | None, str, ProbeInfo]:
+    """Check, hash and probe: ``(ffmpeg to use, content hash, probe)``."""
+    if ffmpeg is None and config.ffmpeg_path is not None:
+        ffmpeg = config.ffmpeg_path
+    _check_file(path)
+    content_hash = sha256_file(path)
+    return ffmpeg, content_hash, probe(path, ffmpeg=ffmpeg)
+
+
+def ingest(path: StrPath, config: PipelineConfig, *, ffmpeg: StrPath | None = None) -> IngestResult:
+    """Hash, probe and decode *path*, rejecting unusable input with a classified error."""
+    path = Path(path)
+    ffmpeg, content_hash, info = _start(path, config, ffmpeg)
+    audio, sr, frames = _decode(path, info, ffmpeg)
+    info = _accept(path, info, frames, sr, audio.shape[0], peak_dbfs(audio), config)
     return IngestResult(audio=audio, sr=sr, probe=info, content_hash=content_hash)
 
 
-__all__ = ["BLOCK_FRAMES", "IngestResult", "ProbeInfo", "decode", "ingest", "peak_dbfs", "probe"]
+class MonoIngest(NamedTuple):
+    """An accepted input as its mono mix at the analysis rate (see :func:`ingest_mono`)."""
+
+    y: np.ndarray  # float32 (frames,) at the requested rate
+    probe: ProbeInfo  # the native file: rate, channels and the frames actually decoded
+    content_hash: str  # sha256 hex of the file's bytes
+    peak_dbfs: float  # sample peak over every native channel
+
+
+def ingest_mono(path: StrPath, config: PipelineConfig, target_sr: int, *,
+                ffmpeg: StrPath | None = None) -> MonoIngest:
+    """:func:`ingest`, then ``resample(to_mono(audio), sr, target_sr)``, streamed block by block.
+
+    The same checks and classified rejections as :func:`ingest`, and the same
+    signal, but only the mono result is ever held: each decoded block is mixed
+    down and fed to a streaming resampler (soxr, equal to the one-shot one).
+    """
+    path = Path(path)
+    ffmpeg, content_hash, info = _start(path, config, ffmpeg)
+    sinks: list[_MonoSink] = []
+
+    def make_sink(channels: int, sr: int, expected: int) -> _MonoSink:
+        sinks.append(_MonoSink(channels, sr, target_sr, expected))
+        return sinks[-1]
+
+    y, sr, frames = _decode(path, info, ffmpeg, make_sink)
+    sink = sinks[-1]
+    info = _accept(path, info, frames, sr, sink.channels, sink.peak_dbfs, config)
+    return MonoIngest(y=y, probe=info, content_hash=content_hash, peak_dbfs=sink.peak_dbfs)
+
+
+__all__ = ["BLOCK_FRAMES", "IngestResult", "MonoIngest", "ProbeInfo", "decode", "ingest", "ingest_mono", "peak_dbfs",
+           "probe"]

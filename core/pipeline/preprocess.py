@@ -1,7 +1,7 @@
 """Turn decoded audio into the one signal every analysis reads.
 
 mono mix -> one resample to ``analysis_sr`` (soxr) -> trim leading/trailing
-silence -> optional loudness normalisation (pyloudnorm, ITU-R BS.1770).
+silence -> optional loudness normalisation (ITU-R BS.1770, as pyloudnorm measures it).
 Times found on the trimmed signal map back to the original file by adding
 ``trim_offset_s``; ``native`` (when kept) is the decoded audio unchanged, in
 the original timeline.
@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pyloudnorm
 import soxr
 
 from core.resilience.errors import ErrorKind, InputError
@@ -66,11 +65,62 @@ def resample(y: np.ndarray, sr: int, target_sr: int) -> np.ndarray:
     return soxr.resample(y.T, sr, target_sr, quality="HQ").T  # soxr takes (frames, channels)
 
 
+class MonoResampler:
+    """The streaming twin of ``resample(to_mono(audio), sr, target_sr)``, equal to it sample for sample.
+
+    Feed it float32 ``(frames, channels)`` blocks in order with :meth:`push`;
+    :meth:`finish` returns the mono signal at ``target_sr``. Only the result
+    (grown in place) and one block are held, never the decoded whole.
+    ``expected_frames`` (at ``sr``) sizes the result up front; any estimate works.
+    """
+
+    def __init__(self, sr: int, target_sr: int, expected_frames: int = 0):
+        if sr <= 0 or target_sr <= 0:
+            raise ValueError(f"sample rates must be positive, got {sr} -> {target_sr}")
+        self._stream = None if sr == target_sr else soxr.ResampleStream(sr, target_sr, 1, dtype="float32",
+                                                                         quality="HQ")
+        capacity = math.ceil(max(0, int(expected_frames)) * target_sr / sr) + 64
+        self._out = np.empty(capacity, dtype=np.float32)
+        self._n = 0
+        self._done = False
+
+    def push(self, block: np.ndarray) -> None:
+        """Mix one ``(frames, channels)`` block to mono (as :func:`to_mono`) and resample it."""
+        if self._done:
+            raise RuntimeError("MonoResampler: push after finish")
+        b = np.asarray(block)
+        if b.ndim != 2 or b.shape[1] == 0:
+            raise ValueError(f"block: expected (frames, channels), got shape {b.shape}")
+        mono = to_mono(b.T)
+        if self._stream is not None:
+            mono = self._stream.resample_chunk(np.ascontiguousarray(mono), last=False)
+        self._append(mono)
+
+    def finish(self) -> np.ndarray:
+        """The whole mono signal at ``target_sr`` (float32, 1-D); the resampler cannot be fed after this."""
+        if not self._done:
+            if self._stream is not None:
+                self._append(self._stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
+            self._done = True
+            self._out.resize(self._n, refcheck=False)  # a realloc: shrinking never copies
+        return self._out
+
+    def _append(self, chunk: np.ndarray) -> None:
+        n = len(chunk)
+        if self._n + n > len(self._out):
+            grow = max(len(self._out) // 4, n, 1 << 16)
+            self._out.resize(len(self._out) + grow, refcheck=False)
+        self._out[self._n : self._n + n] = chunk
+        self._n += n
+
+
 def integrated_loudness(y: np.ndarray, sr: int) -> float:
     """BS.1770 integrated loudness in LUFS; -inf for silence or audio shorter than one 0.4 s block."""
     if len(y) <= int(_BS1770_BLOCK_S * sr):
         return -math.inf
-    return float(pyloudnorm.Meter(sr).integrated_loudness(y))
+    from core.pipeline.features import bs1770_loudness
+
+    return bs1770_loudness(np.asarray(y), sr)  # pyloudnorm's figure, in bounded memory
 
 
 def normalize_loudness(y: np.ndarray, sr: int, target_lufs: float) -> tuple[np.ndarray, float]:
@@ -132,6 +182,7 @@ def preprocess(audio: np.ndarray, sr: int, config: PipelineConfig) -> Preprocess
 
 
 __all__ = [
+    "MonoResampler",
     "PreprocessResult",
     "TRIM_WINDOW_S",
     "integrated_loudness",

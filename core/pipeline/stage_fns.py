@@ -71,14 +71,13 @@ def stem_sources(ctx: StageContext) -> dict[str, str]:
 
 # -- ingest -------------------------------------------------------------------------------
 def ingest_stage(ctx: StageContext) -> StageOutput:
-    from core.pipeline.ingest import ingest
-    from core.pipeline.preprocess import resample, to_mono
+    from core.pipeline.ingest import ingest_mono
 
     config = config_of(ctx)
-    result = ingest(ctx.input_path, config, ffmpeg=_ffmpeg_for(config))
+    # streamed: decoded blocks are mixed and resampled on the fly, only the mono result is held
+    result = ingest_mono(ctx.input_path, config, config.analysis_sr, ffmpeg=_ffmpeg_for(config))
     song_id = safe_song_id(ctx.input_path, result.content_hash)
-    y = resample(to_mono(result.audio), result.sr, config.analysis_sr)
-    decoded = atomic_save_npy(work(ctx, "decoded.npy"), np.ascontiguousarray(y, dtype=np.float32))
+    decoded = atomic_save_npy(work(ctx, "decoded.npy"), result.y)
     probe = {
         **result.probe.to_dict(),
         "file_name": os.path.basename(ctx.input_path),
@@ -165,8 +164,8 @@ def analyze_stage(ctx: StageContext) -> StageOutput:
     acfg = _analysis_config(config)
     pre = read_json(work(ctx, "preprocess.json"))
     offset = float(pre["trim_offset_s"])
-    y = load_npy(work(ctx, "audio.npy"))
-    result = analyze_audio(y, config.analysis_sr, acfg)
+    # no reference kept here: analyze_audio frees the samples once it has their STFT
+    result = analyze_audio(load_npy(work(ctx, "audio.npy")), config.analysis_sr, acfg)
     summary = result.to_summary_dict()
     # report times on the original file's timeline, not the trimmed signal's
     summary["beat_times"] = _shift(summary["beat_times"], offset)
