@@ -217,7 +217,7 @@ def fmt_seconds(s: float | None) -> str:
     """``75 -> "1:15"``, ``4 -> "4 s"``; None or NaN -> "-"."""
     if s is None or (isinstance(s, float) and math.isnan(s)):
         return "-"
-    s = max(0.0, float(s))
+    s = round(max(0.0, float(s)), 3)  # (now + 30) - now is not always exactly 30: don't show "31 s"
     if s < 60:
         return f"{math.ceil(s):d} s" if s != int(s) else f"{int(s)} s"
     total = int(math.ceil(s))
