@@ -169,8 +169,10 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
 
 
 def _bars(paths: list[str], schema: pa.Schema) -> Iterator[pa.Table]:
-    for path in paths:
-        yield _conform(pq.read_table(path), schema)
+    # a chunk of songs per row group: reading is per song, converting and writing per chunk
+    for chunk in _chunks(paths, _CHUNK):
+        tables = [pq.read_table(path) for path in chunk]
+        yield _conform(pa.concat_tables(tables, promote_options="permissive"), schema)
 
 
 def _notes(dirs: list[str]) -> Iterator[pa.Table]:
