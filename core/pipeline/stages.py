@@ -19,24 +19,22 @@ DEMUCS, HPSS = "demucs", "hpss"
 BASIC_PITCH, PYIN = "basic_pitch", "pyin"
 
 
-def _separation_plan(config: Mapping[str, Any], availability: Mapping[str, Any]) -> BackendPlan:
-    choice = config.get("separation_backend", "auto")
-    if choice == HPSS:
-        return BackendPlan(primary=HPSS)
-    ok, why = availability.get(DEMUCS, (False, "Demucs availability unknown"))
-    if ok:
-        return BackendPlan(primary=DEMUCS, fallback=HPSS)
-    return BackendPlan(primary=HPSS, degraded_reason=f"Demucs cannot run ({why}); used harmonic/percussive separation")
+def _plan(setting: str, tool: str, tool_label: str, builtin: str, builtin_label: str):
+    """External ``tool`` with ``builtin`` as its fallback; ``builtin`` alone (degraded) when the tool cannot run."""
+
+    def plan(config: Mapping[str, Any], availability: Mapping[str, Any]) -> BackendPlan:
+        if config.get(setting, "auto") == builtin:  # chosen on purpose: not degraded
+            return BackendPlan(primary=builtin)
+        ok, why = availability.get(tool, (False, f"{tool_label} availability unknown"))
+        if ok:
+            return BackendPlan(primary=tool, fallback=builtin)
+        return BackendPlan(primary=builtin, degraded_reason=f"{tool_label} cannot run ({why}); used {builtin_label}")
+
+    return plan
 
 
-def _transcription_plan(config: Mapping[str, Any], availability: Mapping[str, Any]) -> BackendPlan:
-    choice = config.get("transcription_backend", "auto")
-    if choice == PYIN:
-        return BackendPlan(primary=PYIN)
-    ok, why = availability.get(BASIC_PITCH, (False, "Basic Pitch availability unknown"))
-    if ok:
-        return BackendPlan(primary=BASIC_PITCH, fallback=PYIN)
-    return BackendPlan(primary=PYIN, degraded_reason=f"Basic Pitch cannot run ({why}); used monophonic pYIN")
+_separation_plan = _plan("separation_backend", DEMUCS, "Demucs", HPSS, "harmonic/percussive separation")
+_transcription_plan = _plan("transcription_backend", BASIC_PITCH, "Basic Pitch", PYIN, "monophonic pYIN")
 
 
 STAGES: tuple[StageSpec, ...] = (
