@@ -31,7 +31,7 @@ from core.resilience.breaker import BreakerConfig
 from core.resilience.breaker_registry import BreakerRegistry
 from core.resilience.cancel import CancelToken
 from core.resilience.clock import SYSTEM_CLOCK, Clock
-from core.resilience.errors import classify
+from core.resilience.errors import ErrorKind, Severity, classify
 from core.resilience.retry import RetryConfig
 from core.resilience.timeouts import AdaptiveTimeout, AdaptiveTimeoutConfig
 
@@ -87,7 +87,7 @@ class Pipeline:
         self.config_to_dict = config_to_dict
         self.fingerprint = fingerprint
         self.availability = availability
-        self.warm_up = warm_up  # "module:function" run once in one worker before the batch fans out
+        self.warm_up = warm_up  # "module:function(config)" each supervisor runs in a worker before its first job
         self.preload = tuple(preload)  # modules every worker imports when it starts
 
     @property
@@ -290,6 +290,7 @@ class Engine:
 
 
 _SONG_DIR = re.compile(r".+-[0-9a-f]{8}$")
+_WARM_UP_TIMEOUT_S = 900.0  # a first compile on a slow machine, waiting for another process's compile
 
 
 def _provisional_id(path: str) -> str:
@@ -326,7 +327,7 @@ class BatchRun:
         self._done_this_run = 0
         self._ended_this_run = 0  # jobs that finished or failed in this run (the datasets may change)
         self._unsub = engine.bus.subscribe(self._track_stage, ev.StageStarted)
-        self._warm = threading.Event()
+        self._ready = threading.Event()  # the first supervisor has started the run
         self._finishing = False
 
     # -- control ------------------------------------------------------------------
@@ -373,11 +374,11 @@ class BatchRun:
                     self.engine.bus.publish(ev.BatchStarted(self.batch_id, self.total, self.resumed))
                     if self.deps.executor is None:
                         self.deps.executor = self.engine.executor
-                    self._warm_up()
                 finally:
-                    self._warm.set()  # never leave the other supervisors waiting
+                    self._ready.set()  # never leave the other supervisors waiting
             else:
-                self._warm.wait()
+                self._ready.wait()
+            self._warm_up()
             runner = JobRunner(self.deps)
             while not self.token.is_set():
                 with self._lock:
@@ -411,15 +412,25 @@ class BatchRun:
                     self.finished.set()
 
     def _warm_up(self) -> None:
-        """Let one worker compile (and cache) what the stages JIT-compile, then open the gate."""
-        try:
-            if self.engine.pipeline.warm_up and self._queue:
-                from core.engine.stagegraph import resolve_and_call
+        """Warm one worker (imports, first calls, numba's compiled code) before this supervisor's first job.
 
-                self.deps.executor.run(resolve_and_call, (self.engine.pipeline.warm_up, dict(self.deps.config)),
-                                       timeout_s=600, cancel=self.token)
-        except Exception as exc:  # a failed warm-up is not fatal: the stages will say what is wrong
-            log.warning("worker warm-up failed: %s", exc)
+        Every supervisor does this at once, so the workers warm in parallel; the
+        warm-up itself serializes compiling through a lock in numba's cache folder
+        (see core.pipeline.warmup), so no stage ever compiles concurrently.
+        """
+        if not self.engine.pipeline.warm_up or not self._queue or self.token.is_set():
+            return
+        from core.engine.stagegraph import resolve_and_call
+
+        try:
+            self.deps.executor.run(resolve_and_call, (self.engine.pipeline.warm_up, dict(self.deps.config)),
+                                   timeout_s=_WARM_UP_TIMEOUT_S, cancel=self.token)
+        except Exception as exc:
+            info = classify(exc)
+            if info.severity is Severity.FATAL:  # no worker can start: no file would get anywhere
+                self.pause(f"{info.reason}. {info.suggestion}")
+            elif info.kind is not ErrorKind.CANCELLED:  # otherwise not fatal: the stages will say what is wrong
+                log.warning("worker warm-up failed: %s", info.reason)
 
     def _account(self, job_id: int, token: CancelToken, outcome: JobOutcome) -> None:
         token.detach()

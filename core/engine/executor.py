@@ -9,12 +9,20 @@ deadline and its worker replaced; a crashed worker is reported as
 pebble times tasks with the wall clock and has known races around cancel and
 killed workers, so this class keeps its own monotonic deadline and, when a
 task outlives it by a grace period without pebble noticing, rebuilds the pool
-(the watchdog).
+(the watchdog). The deadline runs from the moment a worker takes the task, so
+a worker still importing its libraries (a replacement, say) never eats into
+a stage's time.
+
+When no worker can be started at all (the pool fails to launch, workers die
+before taking a task, or none takes one within ``start_timeout_s``), the task
+raises :class:`WorkersUnavailable`: fatal, so the batch pauses with that
+reason instead of blaming, and quarantining, one file after another.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+from concurrent.futures.process import BrokenProcessPool
 import importlib
 import logging
 import multiprocessing
@@ -28,7 +36,7 @@ import pebble
 
 from core.resilience import children
 from core.resilience.cancel import CancelToken
-from core.resilience.errors import Cancelled, StageTimeout, WorkerCrashed
+from core.resilience.errors import Cancelled, StageTimeout, WorkerCrashed, WorkersUnavailable, one_line
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +83,8 @@ class ProcessExecutor:
     """A warm pebble ``ProcessPool`` with Stave's own deadline and watchdog."""
 
     def __init__(self, max_workers: int = 2, *, context: str | None = None, grace_s: float = 5.0,
-                 poll_s: float = 0.05, env: dict[str, str] | None = None, preload: tuple[str, ...] = ()):
+                 poll_s: float = 0.05, env: dict[str, str] | None = None, preload: tuple[str, ...] = (),
+                 start_timeout_s: float = 180.0):
         if max_workers < 1:
             raise ValueError("max_workers must be at least 1")
         self.max_workers = max_workers
@@ -84,6 +93,7 @@ class ProcessExecutor:
             raise ValueError("the fork start method is unsafe beside Qt threads; use spawn or forkserver")
         self.grace_s = grace_s
         self.poll_s = poll_s
+        self.start_timeout_s = start_timeout_s  # no worker took the task by then: the pool cannot start
         self.preload = tuple(preload)
         self.env = {**_WORKER_ENV, **(env or {})}
         if "NUMBA_CACHE_DIR" not in self.env:
@@ -131,29 +141,57 @@ class ProcessExecutor:
     # -- running ----------------------------------------------------------------
     def run(self, fn: Callable[..., Any], args: tuple, *, timeout_s: float | None,
             cancel: CancelToken | None = None) -> Any:
-        """Run ``fn(*args)`` in a worker; raise StageTimeout, WorkerCrashed or Cancelled.
+        """Run ``fn(*args)`` in a worker; raise StageTimeout, WorkerCrashed, WorkersUnavailable or Cancelled.
 
         Exceptions raised by ``fn`` itself are re-raised as they are. If the pool
         is rebuilt (for another task) while this one waits, it is submitted again.
         """
+        broken = 0
         for _ in range(3):
             outcome = self._run_once(fn, args, timeout_s, cancel)
-            if outcome is not _RESUBMIT:
+            if outcome is _BROKEN:
+                broken += 1
+            elif outcome is not _RESUBMIT:
                 return outcome
+        if broken:
+            raise WorkersUnavailable(
+                f"the worker pool broke {broken} time(s) before a worker took this task (workers die as they start)",
+                suggestion=_START_HELP)
         raise WorkerCrashed("the worker pool was rebuilt three times while this task waited")
+
+    def _schedule(self, fn, args, timeout):
+        """Hand the task to the pool: (pool, future), or _RESUBMIT when another thread replaced the pool."""
+        pool = self._get_pool()
+        try:
+            return pool, pool.schedule(fn, args=args, timeout=timeout)  # the first schedule starts the workers
+        except (RuntimeError, OSError) as exc:
+            with self._lock:
+                replaced = self._pool is not pool
+            if replaced:  # stopped by another thread's rebuild between _get_pool and schedule
+                return pool, _RESUBMIT
+            self.rebuild(f"the worker pool could not start: {exc}")
+            raise WorkersUnavailable(f"worker processes could not be started: {one_line(str(exc))}",
+                                     suggestion=_START_HELP) from exc
 
     def _run_once(self, fn, args, timeout_s, cancel):
         if cancel is not None:
             cancel.raise_if_cancelled()
-        pool = self._get_pool()
         timeout = timeout_s if timeout_s and timeout_s > 0 else None
-        future = pool.schedule(fn, args=args, timeout=timeout)
-        start = time.monotonic()
-        hard_deadline = None if timeout is None else start + timeout + self.grace_s
+        pool, future = self._schedule(fn, args, timeout)
+        if future is _RESUBMIT:
+            return _RESUBMIT
+        scheduled, started = time.monotonic(), None
         while True:
             done, _ = concurrent.futures.wait([future], timeout=self.poll_s)
             if done:
-                return self._result(future, timeout, cancel)
+                try:
+                    return self._result(future, timeout, cancel)
+                except BrokenProcessPool as exc:  # a worker died while no task ran (as it started, say)
+                    self._rebuild_if_current(pool, f"the worker pool broke: {exc}")
+                    return _BROKEN
+            now = time.monotonic()
+            if started is None and future.running():  # a worker acknowledged it: its time starts now
+                started = now
             if cancel is not None and cancel.is_set():
                 future.cancel()  # pebble kills the worker running it
                 raise Cancelled(cancel.reason or "cancelled")
@@ -162,11 +200,22 @@ class ProcessExecutor:
             if replaced:  # another task's watchdog threw this pool away: this task did nothing wrong
                 future.cancel()
                 return _RESUBMIT
-            if hard_deadline is not None and time.monotonic() > hard_deadline:
+            if started is None and now - scheduled > self.start_timeout_s:
+                future.cancel()
+                self.rebuild(f"no worker took a task within {self.start_timeout_s:.0f} s")
+                raise WorkersUnavailable(f"no worker process started within {self.start_timeout_s:.0f} s",
+                                         suggestion=_START_HELP)
+            if started is not None and timeout is not None and now > started + timeout + self.grace_s:
                 # pebble missed its own timeout: kill everything and start a new pool.
                 future.cancel()
                 self.rebuild(f"a task outlived its {timeout:.1f} s timeout by {self.grace_s:.0f} s")
                 raise StageTimeout(f"timed out after {timeout:.1f} s; the worker pool was rebuilt")
+
+    def _rebuild_if_current(self, pool, reason: str) -> None:
+        with self._lock:
+            current = self._pool is pool
+        if current:  # another thread may already have replaced it
+            self.rebuild(reason)
 
     @staticmethod
     def _result(future, timeout, cancel):
@@ -187,3 +236,6 @@ class ProcessExecutor:
 
 
 _RESUBMIT = object()
+_BROKEN = object()
+_START_HELP = ("Stave could not start its worker processes. Check free memory and the process limit (ulimit -u), "
+               "and that Stave's libraries import (`stave health`); then resume the batch.")

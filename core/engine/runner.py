@@ -141,14 +141,15 @@ class JobRunner:
             except BaseException as exc:
                 elapsed = d.clock.monotonic() - t0
                 info = engine_classify(exc)
+                not_the_files = info.severity is Severity.FATAL  # e.g. no worker could start: the batch pauses
                 if breaker is not None:
-                    if info.counts_for_breaker and info.kind is not ErrorKind.CANCELLED:
+                    if info.counts_for_breaker and info.kind is not ErrorKind.CANCELLED and not not_the_files:
                         breaker.record_failure(permit, info, elapsed)
                     else:
                         breaker.release(permit)
                 if attempt_id is not None:
                     d.store.fail_stage(job.id, spec.name, info, elapsed_s=elapsed, attempt_id=attempt_id)
-                if info.kind in (ErrorKind.WORKER_CRASH, ErrorKind.TIMEOUT):
+                if info.kind in (ErrorKind.WORKER_CRASH, ErrorKind.TIMEOUT) and not not_the_files:
                     d.store.record_crash(job.id)  # the total, for people; the budget is per stage and backend
                     key = (spec.name, backend)
                     self._crashes[key] = self._crashes.get(key, 0) + 1

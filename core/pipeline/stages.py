@@ -42,7 +42,7 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("preprocess", "1", f"{_FNS}:preprocess_stage"),
     StageSpec("separate", "1", f"{_FNS}:separate_stage", plan=_separation_plan, breakers={DEMUCS: DEMUCS},
               enabled=lambda c: bool(c.get("separate")), skip_reason="stem separation is switched off"),
-    StageSpec("analyze", "1", f"{_FNS}:analyze_stage"),
+    StageSpec("analyze", "2", f"{_FNS}:analyze_stage"),  # 2: keys spelled as key signatures
     StageSpec("transcribe", "1", f"{_FNS}:transcribe_stage", plan=_transcription_plan,
               breakers={BASIC_PITCH: BASIC_PITCH},
               enabled=lambda c: bool(c.get("transcribe")), skip_reason="transcription is switched off"),
@@ -72,5 +72,11 @@ def _fingerprint(config: Mapping[str, Any], stage: str) -> str:
 def build_pipeline() -> Pipeline:
     return Pipeline(STAGES, config_to_dict=_config_to_dict, fingerprint=_fingerprint, availability=availability,
                     warm_up="core.pipeline.warmup:warm",
-                    preload=("core.pipeline.stage_fns", "core.pipeline.ingest", "core.pipeline.preprocess",
-                             "core.pipeline.analyze", "core.pipeline.export", "pyarrow.parquet"))
+                    preload=PRELOAD)
+
+
+# What every worker imports as it starts (in parallel, outside any stage's timeout): the stages and what they import
+# lazily on their first call (librosa loads its submodules on first use; numba and pyloudnorm come with them).
+PRELOAD = ("core.pipeline.stage_fns", "core.pipeline.ingest", "core.pipeline.preprocess", "core.pipeline.analyze",
+           "core.pipeline.export", "pyarrow.parquet", "librosa.core.convert", "librosa.filters", "librosa.util",
+           "pyloudnorm", "numba")

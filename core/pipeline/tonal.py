@@ -7,6 +7,10 @@ Albrecht-Shanahan are there too). The runner-up is reported as well: a key
 found from mean chroma drifts to the dominant or the relative key in music
 that modulates, and the runner-up usually names the other candidate.
 
+Keys are spelled as their key signatures write them (``"Bb major"``, not
+``"A# major"``); pitch classes (``PITCH_NAMES``, the chroma columns) keep
+sharps, as MIDI note names do.
+
 Tuning and chroma follow librosa (``estimate_tuning``/``piptrack``,
 ``filters.chroma``/``chroma_stft``) in numpy, without the numba kernels
 those import (see ``features``).
@@ -19,6 +23,15 @@ from dataclasses import dataclass
 import numpy as np
 
 PITCH_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
+
+# Tonic of each key by pitch class, spelled from the side of the circle of
+# fifths that needs at most 6 accidentals (Bb major: 2 flats, not A#
+# major's 10 sharps; G# minor: 5 sharps, not Ab minor's 7 flats). Two keys
+# need 6 either way: pitch class 6 major (F# or Gb) and 3 minor (D# or Eb).
+# They take the tonic name of their parallel key (F# minor, Eb major), so a
+# pitch class is named alike in both modes wherever the signatures allow it.
+MAJOR_TONICS = ("C", "Db", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
+MINOR_TONICS = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "G#", "A", "Bb", "B")
 
 # Probe-tone profiles, tonic first (C major / C minor).
 PROFILES: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
@@ -36,7 +49,7 @@ PROFILES: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
     ),
 }
 
-KEY_NAMES = tuple(f"{p} major" for p in PITCH_NAMES) + tuple(f"{p} minor" for p in PITCH_NAMES)
+KEY_NAMES = tuple(f"{t} major" for t in MAJOR_TONICS) + tuple(f"{t} minor" for t in MINOR_TONICS)
 
 
 def estimate_tuning(magnitude: np.ndarray, sr: int, n_fft: int, fmin: float = 150.0, fmax: float = 4000.0,

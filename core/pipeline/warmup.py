@@ -1,30 +1,163 @@
-"""Compile librosa's numba functions once, in one worker, before a batch fans out.
+"""Warm a worker before it takes stages: first-call costs and numba's compiled code, compiled safely.
 
-numba caches compiled code on disk (NUMBA_CACHE_DIR), but several processes
-compiling and writing the same cache entries at once can leave it corrupt
-(a corrupt entry crashes the next process that loads it). The engine runs
-this in a single worker first, so the parallel workers only ever read.
+Each worker process runs :func:`warm` once (the engine hands one warm-up task
+to every supervisor before its first job, so the workers warm in parallel).
+It runs the numba-compiled paths this batch's stages will use on a few
+seconds of sound, so that neither their first-call costs (loading compiled
+code, lazy imports) nor, on a fresh install, their compilation land inside a
+timed stage.
+
+numba caches compiled code on disk (``NUMBA_CACHE_DIR``), but several
+processes compiling and writing the same cache entries at once can leave it
+corrupt (a corrupt entry crashes the next process that loads it). So the
+first warm-up of each kind holds an exclusive lock on a file in the cache
+folder while it compiles: other workers (and other Stave processes, such as
+the window and ``stave process`` side by side) wait, then only read. Once a
+warm-up has succeeded it leaves a marker beside the cache, keyed by the
+versions involved; later warm-ups that find their markers skip the lock, so
+warm workers start in parallel. Deleting the cache folder deletes the
+markers with it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import logging
+import os
+import sys
 import time
+from typing import Callable, Iterator, Mapping
+
+log = logging.getLogger(__name__)
+
+WARMUP_VERSION = "2"  # bump when the warm-up runs different compiled code
+LOCK_NAME = "stave-warmup.lock"
+LOCK_WAIT_S = 900.0  # a cold compile of pYIN takes ~40 s on a slow machine; past this, warm without the lock
+
+_warmed: set[str] = set()  # the parts this process has warmed
 
 
-def warm(config: dict | None = None) -> float:
-    """Run the numba-compiled paths this batch's stages will use on a few seconds of sound; seconds taken."""
+def _signal(seconds: float = 3.0, sr: int = 22050):
     import numpy as np
 
-    from core.pipeline.analyze import analyze_audio
-    from core.pipeline.transcribe import transcribe_pyin
-
-    t0 = time.perf_counter()
     rng = np.random.default_rng(0)
-    sr = 22050
-    t = np.arange(sr * 3) / sr
+    t = np.arange(int(sr * seconds)) / sr
     y = (0.3 * np.sin(2 * np.pi * 220 * t) + 0.05 * rng.standard_normal(len(t))).astype(np.float32)
     y[:: sr // 2] += 0.8  # clicks, so beat tracking and onset picking run their compiled paths
-    analyze_audio(y, sr)
-    if (config or {}).get("transcribe", True):  # pYIN is the transcription fallback: compile it only if needed
-        transcribe_pyin(y[:sr], sr)
+    return y, sr
+
+
+def _warm_analysis() -> None:
+    from core.pipeline.analyze import analyze_audio
+
+    analyze_audio(*_signal())
+
+
+def _warm_pyin() -> None:
+    from core.pipeline.transcribe import transcribe_pyin
+
+    y, sr = _signal(1.0)
+    transcribe_pyin(y, sr)
+
+
+PARTS: dict[str, Callable[[], None]] = {"analysis": _warm_analysis, "pyin": _warm_pyin}
+
+
+def parts_for(config: Mapping | None) -> list[str]:
+    """What a batch with ``config`` needs warm: analysis always, pYIN (the transcription fallback) if it transcribes."""
+    return ["analysis"] + (["pyin"] if (config or {}).get("transcribe", True) else [])
+
+
+def warm(config: Mapping | None = None) -> float:
+    """Warm what ``config``'s stages need that this process has not warmed yet; seconds taken."""
+    todo = [p for p in parts_for(config) if p not in _warmed]
+    if not todo:
+        return 0.0
+    t0 = time.perf_counter()
+    with compile_guard(todo):
+        for part in todo:
+            PARTS[part]()
+            _warmed.add(part)
     return time.perf_counter() - t0
+
+
+def _marker(cache_dir: str, part: str) -> str:
+    import librosa
+    import numba
+
+    key = "|".join((WARMUP_VERSION, part, numba.__version__, librosa.__version__, sys.version.split()[0]))
+    return os.path.join(cache_dir, f".stave-warm-{part}-{hashlib.sha256(key.encode()).hexdigest()[:16]}")
+
+
+@contextlib.contextmanager
+def compile_guard(parts: list[str], *, wait_s: float = LOCK_WAIT_S) -> Iterator[None]:
+    """Hold the cache folder's warm-up lock around the body unless every part's marker says the cache is warm.
+
+    Without ``NUMBA_CACHE_DIR`` numba caches beside its packages, where Stave
+    does not write: the body runs unguarded. Markers are written after the
+    body succeeds.
+    """
+    cache_dir = os.environ.get("NUMBA_CACHE_DIR", "")
+    if not cache_dir:
+        yield
+        return
+    markers = [_marker(cache_dir, p) for p in parts]
+    if all(os.path.exists(m) for m in markers):
+        yield
+        return
+    os.makedirs(cache_dir, exist_ok=True)
+    with _exclusive(os.path.join(cache_dir, LOCK_NAME), wait_s):
+        yield
+        for m in markers:
+            with contextlib.suppress(OSError):
+                with open(m, "w", encoding="ascii") as f:
+                    f.write(f"{os.getpid()} {time.time():.0f}\n")
+
+
+@contextlib.contextmanager
+def _exclusive(path: str, wait_s: float) -> Iterator[None]:
+    """An exclusive advisory lock on ``path``, waited for up to ``wait_s`` (then the body runs anyway)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        log.warning("warm-up runs without its lock (%s): %s", path, exc)
+        yield
+        return
+    locked = False
+    try:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                _lock(fd)
+                locked = True
+                break
+            except OSError:
+                if time.monotonic() >= deadline:
+                    log.warning("another process held %s for %.0f s: warming up without it", path, wait_s)
+                    break
+                time.sleep(0.05)
+        yield
+    finally:
+        if locked:
+            with contextlib.suppress(OSError):
+                _unlock(fd)
+        os.close(fd)
+
+
+if os.name == "nt":  # pragma: no cover - exercised on Windows only
+    import msvcrt
+
+    def _lock(fd: int) -> None:
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+
+    def _unlock(fd: int) -> None:
+        msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+else:
+    import fcntl
+
+    def _lock(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+    def _unlock(fd: int) -> None:
+        fcntl.flock(fd, fcntl.LOCK_UN)

@@ -117,6 +117,8 @@ class StaveError(Exception):
     """
 
     kind: ErrorKind = ErrorKind.BUG
+    severity: Severity | None = None  # None: the kind's own severity (POLICIES)
+    retryable: bool | None = None  # None: the kind's own policy
 
     def __init__(self, reason: str, *, suggestion: str | None = None, kind: ErrorKind | None = None):
         super().__init__(reason)
@@ -148,6 +150,18 @@ class WorkerCrashed(StaveError):
     def __init__(self, reason: str, *, exitcode: int | None = None, **kw):
         super().__init__(reason, **kw)
         self.exitcode = exitcode
+
+
+class WorkersUnavailable(StaveError):
+    """No worker process could be started (or none took a task in time): not any file's fault.
+
+    Fatal, so the batch pauses with this reason instead of failing or
+    quarantining every file in turn.
+    """
+
+    kind = ErrorKind.WORKER_CRASH
+    severity = Severity.FATAL
+    retryable = False
 
 
 class Cancelled(StaveError):
@@ -509,7 +523,12 @@ def _classify_one(exc: BaseException, which: Callable[[str], str | None]) -> Err
 
 def _classify_known(exc: BaseException, which: Callable[[str], str | None]) -> ErrorInfo | None:
     if isinstance(exc, StaveError):
-        return info_for(exc.kind, exc.reason, suggestion=exc.suggestion)
+        info = info_for(exc.kind, exc.reason, suggestion=exc.suggestion)
+        if exc.severity is not None:
+            info = replace(info, severity=exc.severity)
+        if exc.retryable is not None:
+            info = replace(info, retryable=exc.retryable)
+        return info
     if isinstance(exc, KeyboardInterrupt):
         return info_for(ErrorKind.CANCELLED, "interrupted (Ctrl-C)")
     if _is(exc, "concurrent", "CancelledError") or _is(exc, "asyncio", "CancelledError"):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, Iterable, Literal, TypeVar
 
-from core.resilience.errors import Cancelled, ErrorInfo, ErrorKind, classify
+from core.resilience.errors import Cancelled, ErrorInfo, ErrorKind, Severity, classify
 
 T = TypeVar("T")
 
@@ -72,8 +72,8 @@ class Fallback(Generic[T]):
             info = self._classifier(exc)
         except Exception:  # a broken classifier must not hide the real error
             return None
-        if info.kind is ErrorKind.CANCELLED or info.kind not in self.on_kinds:
-            return None
+        if info.kind is ErrorKind.CANCELLED or info.kind not in self.on_kinds or info.severity is Severity.FATAL:
+            return None  # a fatal error (disk full, no workers) stops the batch; the alternative would fail too
         return info
 
     def call(self, *args: Any, **kw: Any) -> FallbackResult[T]:

@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 
 from core.engine import events as ev
-from core.engine.batch import Engine, EngineOptions
+from core.engine.batch import Engine, EngineOptions, Pipeline
 from core.engine.executor import ProcessExecutor
 from core.engine.store_rows import BatchStatus, JobStatus
 from core.resilience.breaker import BreakerConfig
@@ -249,3 +249,27 @@ def test_paused_batch_is_not_a_success():
     paused = BatchSummary(1, BatchStatus.PAUSED, {"pending": 3, "done": 1}, [], [], 1.0, "Ctrl-C")
     finished = BatchSummary(1, BatchStatus.FINISHED, {"done": 4}, [], [], 1.0)
     assert exit_code(paused) == 1 and exit_code(finished) == 0
+
+
+@pytest.mark.parametrize("warm_up", ["", "tests.core.engine.workfns:noop"])
+def test_workers_that_cannot_start_pause_the_batch_and_blame_no_file(tmp_path, clock, warm_up):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i in range(3):
+        _wav(inputs, f"take{i}.wav", seed=i)
+    base = teststages.pipeline()
+    pipeline = Pipeline(base.stages, base.config_to_dict, base.fingerprint, warm_up=warm_up,
+                        preload=("tests.core.engine.boot_dies",))
+    executor = ProcessExecutor(max_workers=1, grace_s=1.0, preload=pipeline.preload, start_timeout_s=30)
+    try:
+        with Engine(tmp_path / "out", pipeline, EngineOptions(workers=1), clock=clock, executor=executor) as engine:
+            added = engine.add_paths([inputs], {"x": 1})
+            summary = engine.run(added.batch_id)
+            assert summary.status is BatchStatus.PAUSED
+            assert "could not" in summary.pause_reason or "start" in summary.pause_reason
+            assert summary.failed == []
+            jobs = engine.store.jobs(added.batch_id)
+            assert {j.status for j in jobs} == {JobStatus.PENDING}  # all still to do when workers can start
+            assert all(j.crash_count == 0 for j in jobs)
+    finally:
+        executor.shutdown()

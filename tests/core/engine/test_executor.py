@@ -9,7 +9,8 @@ import pytest
 
 from core.engine.executor import ProcessExecutor
 from core.resilience.cancel import CancelToken
-from core.resilience.errors import Cancelled, StageTimeout, WorkerCrashed, classify, ErrorKind
+from core.resilience.errors import (Cancelled, ErrorKind, Severity, StageTimeout, WorkerCrashed, WorkersUnavailable,
+                                    classify)
 from tests.core.engine import workfns
 
 
@@ -105,5 +106,58 @@ def test_hung_attempt_that_ignores_sigterm_is_still_killed():
             time.sleep(0.1)
         assert not _alive(worker)
         assert ex.run(workfns.add, (1, 2), timeout_s=30) == 3
+    finally:
+        ex.shutdown()
+
+
+# -- workers that cannot start ----------------------------------------------------------------
+def test_workers_that_die_as_they_start_are_unavailable_not_a_crash_of_the_task():
+    ex = ProcessExecutor(max_workers=1, grace_s=1.0, preload=("tests.core.engine.boot_dies",), start_timeout_s=30)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(WorkersUnavailable) as caught:
+            ex.run(workfns.add, (1, 2), timeout_s=5)
+        assert time.monotonic() - t0 < 30 + 5
+        info = classify(caught.value)
+        # fatal: the batch pauses with this reason instead of failing or quarantining the file
+        assert info.severity is Severity.FATAL and not info.retryable
+        assert "start" in info.reason and "ulimit" in info.suggestion
+    finally:
+        ex.shutdown()
+
+
+def test_a_pool_that_cannot_be_launched_is_unavailable(monkeypatch):
+    ex = ProcessExecutor(max_workers=1)
+
+    class NoPool:
+        active = True
+
+        def schedule(self, *a, **kw):
+            raise OSError(11, "Resource temporarily unavailable")  # fork() failing with EAGAIN
+
+        def stop(self):
+            pass
+
+        def join(self, timeout=None):
+            pass
+
+    pool = ex._pool = NoPool()
+    monkeypatch.setattr(ex, "_get_pool", lambda: pool)
+    with pytest.raises(WorkersUnavailable, match="could not be started"):
+        ex.run(workfns.add, (1, 2), timeout_s=5)
+
+
+def test_the_deadline_runs_from_when_a_worker_takes_the_task(monkeypatch):
+    # The worker needs ~2.5 s to start; the task has 1 s. Counting from submission the watchdog would kill it;
+    # counting from when a worker took it, it finishes well inside its time.
+    monkeypatch.setenv("STAVE_TEST_BOOT_S", "2.5")
+    ex = ProcessExecutor(max_workers=1, grace_s=0.5, preload=("tests.core.engine.boot_slow",))
+    try:
+        t0 = time.monotonic()
+        assert ex.run(workfns.add, (2, 3), timeout_s=1.0) == 5
+        assert time.monotonic() - t0 > 2.0  # it did wait for the slow start
+        assert ex.rebuilds == 0
+        with pytest.raises(StageTimeout):  # a task that really overruns is still stopped
+            ex.run(workfns.hang, (5.0,), timeout_s=1.0)
     finally:
         ex.shutdown()

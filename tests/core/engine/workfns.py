@@ -38,3 +38,8 @@ def raise_value_error(msg):
 
 def raise_own_timeout():
     raise TimeoutError("the tool's own timeout")
+
+
+def noop(*args):
+    """A warm-up that does nothing."""
+    return None

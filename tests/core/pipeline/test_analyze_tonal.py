@@ -9,18 +9,60 @@ from tests import synth
 
 SR = synth.SR
 
+# Position of each natural on the line of fifths, counted from C (F is one flat, B five sharps).
+_LETTER_FIFTHS = {"F": -1, "C": 0, "G": 1, "D": 2, "A": 3, "E": 4, "B": 5}
+
+
+def _signature(key: str) -> int:
+    """Sharps (> 0) or flats (< 0) in the key signature of a spelled key, e.g. ``"Bb major" -> -2``."""
+    tonic, mode = key.split()
+    fifths = _LETTER_FIFTHS[tonic[0]] + 7 * (tonic.count("#") - tonic.count("b"))
+    return fifths - 3 if mode == "minor" else fifths  # a minor key shares its relative major's signature
+
+
+def _conventional(key: str) -> str:
+    """The name Stave gives the key that ``key`` names in any spelling."""
+    tonic_pc, mode = synth.parse_key(key)
+    return tonal.KEY_NAMES[tonic_pc + (12 if mode == "minor" else 0)]
+
+
+def test_key_names_are_spelled_as_key_signatures():
+    for i, name in enumerate(tonal.KEY_NAMES):
+        assert synth.parse_key(name) == (i % 12, "major" if i < 12 else "minor")
+        assert abs(_signature(name)) <= 6, name  # the enharmonic spelling would need 6 or more
+    assert len(set(tonal.KEY_NAMES)) == 24
+    assert "Bb major" in tonal.KEY_NAMES and "A# major" not in tonal.KEY_NAMES
+    # the two 6-accidental ties take their parallel key's tonic name ...
+    assert ("F# major", "Eb minor") == (_conventional("Gb major"), _conventional("D# minor"))
+    # ... so a pitch class has one name in both modes wherever one name fits both signatures
+    for major, minor in zip(tonal.MAJOR_TONICS, tonal.MINOR_TONICS):
+        one_fits_both = min(abs(_signature(f"{major} minor")), abs(_signature(f"{minor} major"))) <= 6
+        assert major == minor or not one_fits_both, (major, minor)
+    assert tonal.PITCH_NAMES[10] == "A#"  # pitch classes (chroma columns) keep MIDI's sharps
+
+
+def test_both_spellings_of_a_key_parse_to_the_same_cadence():
+    for sharp in synth.all_keys():
+        name = _conventional(sharp)
+        assert synth.parse_key(name) == synth.parse_key(sharp)
+        assert synth.cadence_chords(name) == synth.cadence_chords(sharp)
+    assert synth.parse_key("Gb major") == synth.parse_key("F# major")
+    assert synth.parse_key("D# minor") == synth.parse_key("Eb minor")
+
 
 @pytest.mark.parametrize("key", synth.all_keys())
 def test_cadence_key_is_exact_in_all_24_keys(key):
+    """Synthesized from the sharp spelling, reported with the key signature's."""
     r = analyze_audio(synth.chord_cadence(key, chord_s=0.75, repeats=2), SR)
-    assert r.key.key == key
-    assert r.key.runner_up != key
+    assert r.key.key == _conventional(key)
+    assert abs(_signature(r.key.key)) <= 6 and abs(_signature(r.key.runner_up)) <= 6
+    assert r.key.runner_up in tonal.KEY_NAMES and r.key.runner_up != r.key.key
     assert r.key.score > r.key.runner_up_score
     assert 0.1 < r.key.confidence <= 1.0
     assert abs(r.tuning_cents) <= 2.0
 
 
-@pytest.mark.parametrize("key, cents", [("D major", 30.0), ("F# minor", -40.0), ("A# major", 45.0), ("G minor", -20.0)])
+@pytest.mark.parametrize("key, cents", [("D major", 30.0), ("F# minor", -40.0), ("Bb major", 45.0), ("G minor", -20.0)])
 def test_tuning_is_estimated_and_does_not_move_the_key(key, cents):
     r = analyze_audio(synth.chord_cadence(key, chord_s=0.75, tuning_cents=cents), SR)
     assert r.tuning_cents == pytest.approx(cents, abs=6.0)

@@ -1,0 +1,66 @@
+"""Worker warm-up: once per process, and never two compiles into numba's cache at once."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from core.pipeline import warmup
+
+
+def test_a_process_warms_each_part_once(monkeypatch, tmp_path):
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    calls = []
+    monkeypatch.setattr(warmup, "PARTS", {"analysis": lambda: calls.append("analysis"),
+                                          "pyin": lambda: calls.append("pyin")})
+    monkeypatch.setattr(warmup, "_warmed", set())
+    warmup.warm({"transcribe": False})
+    warmup.warm({"transcribe": False})
+    assert calls == ["analysis"]
+    warmup.warm({"transcribe": True})  # a transcribing batch needs pYIN too, and only that is new
+    assert calls == ["analysis", "pyin"]
+    assert warmup.warm({"transcribe": True}) == 0.0
+
+
+def test_warm_runs_the_real_compiled_paths_without_error(monkeypatch):
+    monkeypatch.setattr(warmup, "_warmed", set())
+    assert warmup.warm({"transcribe": False}) > 0.0
+    assert "analysis" in warmup._warmed and "pyin" not in warmup._warmed
+
+
+def test_compiles_wait_for_each_other_until_markers_say_the_cache_is_warm(monkeypatch, tmp_path):
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+    log: list[str] = []
+
+    def compile_(name: str) -> None:
+        with warmup.compile_guard(["analysis"]):
+            log.append(f"{name} start")
+            time.sleep(0.3)
+            log.append(f"{name} end")
+
+    threads = [threading.Thread(target=compile_, args=(n,)) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    first = log[0].split()[0]
+    second = "b" if first == "a" else "a"
+    assert log == [f"{first} start", f"{first} end", f"{second} start", f"{second} end"]  # never interleaved
+
+    # the markers are there now: a later warm-up does not wait, even while another holds the lock
+    with warmup._exclusive(str(tmp_path / warmup.LOCK_NAME), wait_s=1):
+        t0 = time.monotonic()
+        with warmup.compile_guard(["analysis"], wait_s=30):
+            pass
+        assert time.monotonic() - t0 < 5
+        # a part without its marker still waits for the lock (here: gives up after wait_s and goes on)
+        t0 = time.monotonic()
+        with warmup.compile_guard(["pyin"], wait_s=0.5):
+            waited = time.monotonic() - t0
+        assert waited >= 0.5
+
+
+def test_no_cache_folder_means_no_lock(monkeypatch):
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    with warmup.compile_guard(["analysis"], wait_s=0):
+        pass  # nothing to lock: numba caches beside its own packages
