@@ -262,17 +262,18 @@ class JobRunner:
                            work_dir=work_dir, song_id=state["song_id"], config=d.config, facts=facts)
         out, elapsed, is_degraded, reason, backend = self._run_stage(job, spec, ctx, plan, cancel, state["audio_s"])
         new_id = out.facts.get("song_id")
-        with d.store.transaction():  # the stage's done row and what it learnt about the file: all or nothing
+        audio_s = float(out.facts["audio_duration_s"]) if out.facts.get("audio_duration_s") else state["audio_s"]
+        # The stage's done row, what it learnt about the file and its duration sample: one commit, all or nothing.
+        with d.store.transaction():
             d.store.finish_stage(job.id, spec.name, manifest=out.artifacts, stage_version=spec.version,
                                  fingerprint=fingerprint, degraded=is_degraded, reason=reason, elapsed_s=elapsed)
             if new_id and new_id != state["song_id"]:
                 d.store.update_job_facts(job.id, song_id=new_id, content_hash=out.facts.get("content_hash", ""),
                                          audio_duration_s=out.facts.get("audio_duration_s"))
+            d.store.record_duration(f"{spec.name}:{backend}" if backend else spec.name, elapsed, audio_s)
         if new_id:
             state["song_id"] = new_id
-        if out.facts.get("audio_duration_s"):
-            state["audio_s"] = float(out.facts["audio_duration_s"])
-        d.store.record_duration(f"{spec.name}:{backend}" if backend else spec.name, elapsed, state["audio_s"])
+        state["audio_s"] = audio_s
         if is_degraded:
             degraded.append(f"{spec.name}: {reason}")
             d.bus.publish(ev.StageDegraded(job.id, spec.name, reason))
