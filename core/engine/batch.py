@@ -10,6 +10,7 @@ window's ``QThreadPool``). The last supervisor to leave finishes the run.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 import re
@@ -194,7 +195,8 @@ class Engine:
             availability = dict(self.pipeline.availability())
             deps = RunnerDeps(
                 store=self.store, out_dir=self.out_dir, stages=self.pipeline.stages, config=config,
-                fingerprint=_memo(lambda stage: self.pipeline.fingerprint(config, stage)),
+                # once per stage: the batch's config does not change while it runs
+                fingerprint=functools.cache(lambda stage: self.pipeline.fingerprint(config, stage)),
                 executor=None, breakers=self.breakers, retry=self.options.retry,  # executor set below
                 timeouts=AdaptiveTimeout(self.options.timeouts), bus=self.bus, availability=availability,
                 max_crashes=self.options.max_crashes, keep_work_files=self.options.keep_work_files,
@@ -291,18 +293,6 @@ class Engine:
 
 _SONG_DIR = re.compile(r".+-[0-9a-f]{8}$")
 _WARM_UP_TIMEOUT_S = 900.0  # a first compile on a slow machine, waiting for another process's compile
-
-
-def _memo(fn: Callable[[str], str]) -> Callable[[str], str]:
-    """``fn`` computed once per argument (a batch's config does not change while it runs)."""
-    cache: dict[str, str] = {}
-
-    def get(key: str) -> str:
-        if key not in cache:
-            cache[key] = fn(key)
-        return cache[key]
-
-    return get
 
 
 def _provisional_id(path: str) -> str:
