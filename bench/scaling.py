@@ -1,23 +1,28 @@
 """How the engine scales with workers, what its policies and store cost, and how fast a finished batch resumes.
 
-    python bench/scaling.py            # 12 synthesized 60 s songs, 1,000-job resume (a few minutes)
-    python bench/scaling.py --quick    # 4 x 5 s songs, 100-job resume (~40 s)
+    python bench/scaling.py            # 16 synthesized 3-minute songs (an album), 1,000-job resume (~6 min)
+    python bench/scaling.py --quick    # 4 x 5 s songs, 100-job resume (~1 min)
     python bench/scaling.py --corpus DIR
 
 One run measures, on the same corpus and one after another:
 
 - the full engine (``Engine.run``: worker pool start, warm-up, every job through
   every stage with retry/breaker/timeout around each attempt, the store, the
-  batch datasets at the end) with 1 and with 2 workers;
-- Stave's stage functions called directly in a loop in this (warmed) process,
-  and the naive librosa script (see _audio.naive_file), both on one core;
+  batch datasets at the end) with 1 and with 2 workers, in this process;
+- Stave's stage functions called directly in a loop in this (warm) process,
+  and split over two plain warm processes (what two cores give this workload
+  with no engine at all: the ceiling for any 2-worker speed-up);
+- from a standing start, each in a fresh process: ``stave process --workers 1``
+  and a script that calls the same stage functions in a loop (both pay for the
+  interpreter, imports and first calls once: the engine's cost is the rest);
+- the naive librosa script (see _audio.naive_file) on one core;
 - resuming a batch of N jobs that are all done (built through the Store API
   with real song folders): ``Engine`` opened, ``run`` until ``BatchFinished``.
 
 "jobs phase" is the time from the first ``JobStarted`` to the last
-``JobFinished``: the engine without its one-off start (pool spawn + warm-up)
-and end (batch datasets). Figures are printed beside their targets; nothing
-is asserted.
+``JobFinished``: the engine's steady state, without its one-off start (pool
+spawn + warm-up) and end (batch datasets). Figures are printed beside their
+targets; nothing is asserted.
 """
 
 from __future__ import annotations
@@ -93,6 +98,75 @@ def run_engine(files: list[str], out: Path, workers: int) -> dict:
                            f"{summary.failed}")
     return {"wall_s": t_run - t0, "jobs_s": max(ends) - min(starts), "first_job_at_s": min(starts) - t0,
             "after_last_job_s": t_run - max(ends)}
+
+
+# Runs in a fresh interpreter: the stage functions in a loop, as a person's script would call them.
+_LOOP_SCRIPT = """
+import json, sys
+sys.path.insert(0, {root!r})
+from bench import _audio
+files, out = json.loads(sys.argv[1]), sys.argv[2]
+for i, f in enumerate(files):
+    _audio.stave_file(f, out, i + 1)
+"""
+
+# Two of these at once, each warm, released together: the stage functions on two cores with no engine.
+_PAIR_SCRIPT = """
+import json, sys, time
+sys.path.insert(0, {root!r})
+from bench import _audio
+from core.pipeline.warmup import warm
+files, out = json.loads(sys.argv[1]), sys.argv[2]
+warm()
+_audio.warm_up("stave", out + "-warm")
+print("ready", flush=True)
+sys.stdin.readline()
+for i, f in enumerate(files):
+    _audio.stave_file(f, out, i + 1)
+print("done", flush=True)
+"""
+
+
+def run_fresh(argv: list[str], env: dict | None = None) -> float:
+    """Wall seconds of a fresh ``python`` process from launch to exit (its output discarded)."""
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, *argv], cwd=ROOT, env={**os.environ, **(env or {})}, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return time.perf_counter() - t0
+
+
+def run_fresh_loop(files: list[str], out: Path) -> float:
+    return run_fresh(["-c", _LOOP_SCRIPT.format(root=str(ROOT)), json.dumps(files), str(out)])
+
+
+def run_fresh_cli(files: list[str], out: Path, workers: int, config_dir: Path) -> float:
+    """``stave process FILES --out OUT --workers N`` with default settings (a fresh settings folder)."""
+    return run_fresh(["-m", "core.cli", "process", *files, "--out", str(out), "--workers", str(workers),
+                      "--progress", "plain"], env={"STAVE_CONFIG_DIR": str(config_dir)})
+
+
+def run_pair(files: list[str], out: Path) -> float:
+    """The stage functions split over two warm plain processes started together; wall seconds until both end."""
+    halves = [files[0::2], files[1::2]]
+    procs = [subprocess.Popen([sys.executable, "-c", _PAIR_SCRIPT.format(root=str(ROOT)), json.dumps(h),
+                               str(out / f"half{k}")], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True) for k, h in enumerate(halves)]
+    try:
+        for p in procs:
+            if p.stdout.readline().strip() != "ready":
+                raise RuntimeError("a two-process baseline child failed to warm up")
+        t0 = time.perf_counter()
+        for p in procs:
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        for p in procs:
+            if p.stdout.readline().strip() != "done":
+                raise RuntimeError("a two-process baseline child failed")
+        return time.perf_counter() - t0
+    finally:
+        for p in procs:
+            p.stdin.close()
+            p.wait(timeout=60)
 
 
 def run_direct(files: list[str], out: Path, side: str) -> float:
@@ -188,8 +262,11 @@ def time_resume(out: Path, batch_id: int, n_jobs: int) -> dict:
 def report(args, n_files: int, audio_s: float, r: dict) -> None:
     p = print
     e1, e2 = r["engine1"], r["engine2"]
+    naive_audio_s = r["naive_audio_s"]
     x = {k: audio_s / v for k, v in (("e1", e1["wall_s"]), ("e2", e2["wall_s"]), ("direct", r["direct_s"]),
-                                     ("naive", r["naive_s"]), ("e1_jobs", e1["jobs_s"]), ("e2_jobs", e2["jobs_s"]))}
+                                     ("e1_jobs", e1["jobs_s"]), ("e2_jobs", e2["jobs_s"]), ("pair", r["pair_s"]),
+                                     ("cli1", r["cli1_s"]), ("loop_fresh", r["loop_fresh_s"]))}
+    x["naive"] = naive_audio_s / r["naive_s"]
     p(f"Stave engine scaling benchmark ({'--quick' if args.quick else 'full size'})")
     p(machine_line())
     p(code_line())
@@ -201,29 +278,38 @@ def report(args, n_files: int, audio_s: float, r: dict) -> None:
             ("  jobs phase, 1 worker", e1["jobs_s"], x["e1_jobs"]),
             ("  jobs phase, 2 workers", e2["jobs_s"], x["e2_jobs"]),
             ("stage functions in a loop, this process (1 core)", r["direct_s"], x["direct"]),
-            ("naive librosa script, this process (1 core)", r["naive_s"], x["naive"])]
+            ("stage functions in 2 plain processes, warm", r["pair_s"], x["pair"]),
+            ("`stave process --workers 1`, fresh process", r["cli1_s"], x["cli1"]),
+            ("stage functions in a loop, fresh process", r["loop_fresh_s"], x["loop_fresh"]),
+            (f"naive librosa script, this process ({naive_audio_s:.0f} s of audio)", r["naive_s"], x["naive"])]
     for name, wall, xr in rows:
         p(f"{name:52}{wall:8.2f}{xr:12.1f}")
     for name, eng in (("1 worker", e1), ("2 workers", e2)):
         p(f"  {name}: first job started {eng['first_job_at_s']:.1f} s after the engine opened (pool + warm-up); "
           f"{eng['after_last_job_s']:.1f} s from the last job to the end (batch datasets, shutdown)")
     speedup, jobs_speedup = x["e2"] / x["e1"], x["e2_jobs"] / x["e1_jobs"]
+    pair_speedup = x["pair"] / x["direct"]
     vs_naive = x["e2"] / x["naive"]
-    overhead = e1["wall_s"] / r["direct_s"] - 1.0
+    overhead = r["cli1_s"] / r["loop_fresh_s"] - 1.0
     jobs_overhead = e1["jobs_s"] / r["direct_s"] - 1.0
+    warm_overhead = e1["wall_s"] / r["direct_s"] - 1.0
     res = r["resume"]
     p("\nfigure                                                   measured    target")
     if args.quick:
         p("(--quick: the corpus is seconds long, so fixed start-up costs decide these figures; run full size)")
-    p(f"2 workers vs 1 worker (Engine.run)                       {speedup:7.2f}x   >= {TARGET_TWO_WORKERS}x  "
-      f"{verdict(speedup, TARGET_TWO_WORKERS)}")
-    p(f"  ceiling: two busy processes got {r['ceiling']:.2f} cores' worth of work at the start of this run")
-    p(f"  same, jobs phase only                                  {jobs_speedup:7.2f}x")
+    p(f"2 workers vs 1 worker, jobs phase (throughput)           {jobs_speedup:7.2f}x   >= {TARGET_TWO_WORKERS}x  "
+      f"{verdict(jobs_speedup, TARGET_TWO_WORKERS)}")
+    p(f"  whole Engine.run, with the one-off start and end       {speedup:7.2f}x")
+    p(f"  the stage functions in 2 plain processes vs 1 loop     {pair_speedup:7.2f}x   (what this machine allows)")
+    p(f"  ceiling: two busy numpy processes got {r['ceiling']:.2f} cores' worth of work at the start of this run")
     p(f"engine, 2 workers vs naive script on 1 core              {vs_naive:7.2f}x   >= {TARGET_VS_NAIVE:g}x    "
       f"{verdict(vs_naive, TARGET_VS_NAIVE)}")
-    p(f"engine 1 worker vs stage functions in a loop (overhead)  {100 * overhead:+7.1f}%   < 3%     "
+    p(f"overhead: stave process vs a stage-function script       {100 * overhead:+7.1f}%   < 3%     "
       f"{verdict(overhead, TARGET_OVERHEAD, higher_is_better=False)}")
-    p(f"  same, jobs phase only                                  {100 * jobs_overhead:+7.1f}%")
+    p("  (1 worker, each a fresh process from launch to exit: both pay for Python, imports and first calls)")
+    p(f"  jobs phase vs the loop in this warm process            {100 * jobs_overhead:+7.1f}%")
+    p(f"  whole Engine.run vs the loop in this warm process      {100 * warm_overhead:+7.1f}%   (pool start + "
+      f"warm-up {e1['first_job_at_s']:.1f} s, which the warm loop never pays)")
     label = f"resume {res['jobs']:,} done jobs (open + run to BatchFinished)"
     p(f"{label:57}{res['total_s']:7.2f} s  < {TARGET_RESUME_S:g} s     "
       f"{verdict(res['total_s'], TARGET_RESUME_S, higher_is_better=False)}")
@@ -234,8 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="small corpus and a 100-job resume")
     ap.add_argument("--corpus", help="use the audio files in this folder instead of synthesized songs")
-    ap.add_argument("--songs", type=int, default=12, help="synthesized songs (full size)")
-    ap.add_argument("--seconds", type=float, default=60.0, help="length of each synthesized song (full size)")
+    ap.add_argument("--songs", type=int, default=16, help="synthesized songs (full size)")
+    ap.add_argument("--seconds", type=float, default=180.0, help="length of each synthesized song (full size)")
     ap.add_argument("--resume-jobs", type=int, default=None, help="jobs in the resumed batch (default 1000)")
     ap.add_argument("--repeat", type=int, default=None,
                     help="run each timed engine/loop measurement this many times and keep the best (default 2; 1 "
@@ -271,12 +357,18 @@ def main(argv: list[str] | None = None) -> int:
         _audio.warm_up("naive", tmp / "warm")
         r = {}
         for i in range(repeat):  # interleaved, so a burst of load elsewhere hurts one round, not one figure
-            say(f"round {i + 1}/{repeat}: stage functions in a loop, engine with 1 then 2 workers...")
+            say(f"round {i + 1}/{repeat}: stage functions in a loop, engine with 1 then 2 workers, two plain "
+                f"processes, then stave process and a script from a standing start...")
             best(r, "direct_s", run_direct(files, tmp / f"out-direct{i}", "stave"))
             best(r, "engine1", run_engine(files, tmp / f"out-engine1-{i}", 1))
             best(r, "engine2", run_engine(files, tmp / f"out-engine2-{i}", 2))
-        say("naive script...")
-        r["naive_s"] = run_direct(files, tmp / "out-naive", "naive")
+            best(r, "pair_s", run_pair(files, tmp / f"out-pair{i}"))
+            best(r, "cli1_s", run_fresh_cli(files, tmp / f"out-cli{i}", 1, tmp / "config"))
+            best(r, "loop_fresh_s", run_fresh_loop(files, tmp / f"out-loop{i}"))
+        naive_files = files if args.quick else files[:max(1, len(files) // 4)]  # 4x slower: a quarter will do
+        say(f"naive script on {len(naive_files)} file(s)...")
+        r["naive_s"] = run_direct(naive_files, tmp / "out-naive", "naive")
+        r["naive_audio_s"] = sum(_audio.duration_of(f) for f in naive_files)
         r["repeat"], r["ceiling"] = repeat, r_ceiling
         say(f"resume of {n_resume} done jobs...")
         template = next(p.parent for p in (tmp / "out-engine1-0").glob("*/summary.json"))

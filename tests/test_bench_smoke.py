@@ -67,12 +67,16 @@ def test_throughput_prints_both_sides_and_their_ratio(outputs):
 def test_scaling_prints_every_figure_beside_its_target(outputs):
     text = outputs["scaling"]
     for label in ("engine, 1 worker (Engine.run)", "engine, 2 workers (Engine.run)",
-                  "stage functions in a loop, this process (1 core)", "naive librosa script, this process (1 core)"):
-        m = re.search(re.escape(label) + r"\s+" + NUMBER + r"\s+" + NUMBER, text)
+                  "stage functions in a loop, this process (1 core)", "stage functions in 2 plain processes, warm",
+                  "`stave process --workers 1`, fresh process", "stage functions in a loop, fresh process",
+                  "naive librosa script, this process"):
+        m = re.search(re.escape(label) + r".*?\s+" + NUMBER + r"\s+" + NUMBER + r"\s*$", text, re.M)
         assert m and float(m.group(2)) > 0, f"{label!r} missing:\n{text}"
-    assert _figure(text, "2 workers vs 1 worker (Engine.run)", "x") > 0
+    assert _figure(text, "2 workers vs 1 worker, jobs phase (throughput)", "x") > 0
+    assert _figure(text, "whole Engine.run, with the one-off start and end", "x") > 0
+    assert _figure(text, "the stage functions in 2 plain processes vs 1 loop", "x") > 0
     assert _figure(text, "engine, 2 workers vs naive script on 1 core", "x") > 0
-    assert re.search(r"overhead\)\s+[+-][0-9.]+%\s+< 3%", text), text
+    assert re.search(r"overhead: stave process vs a stage-function script\s+[+-][0-9.]+%\s+< 3%", text), text
     assert _figure(text, "resume 100 done jobs (open + run to BatchFinished)", " s") > 0
     for target in (">= 1.8x", ">= 3x", "< 3%", "< 2 s"):
         assert target in text

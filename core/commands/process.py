@@ -152,11 +152,16 @@ def _run_batch(engine, batch_id: int, args) -> int:
     return print_summary(summary, engine.out_dir, json_mode=args.progress == "json")
 
 
+def _early_executor(pipeline, workers: int):
+    """The worker pool, started now: its imports overlap the scan, preflight and store set-up."""
+    from core.engine.executor import ProcessExecutor
+
+    executor = ProcessExecutor(workers, preload=pipeline.preload)
+    executor.start()
+    return executor
+
+
 def _run_process(args: argparse.Namespace) -> int:
-    from core.engine.batch import Engine
-    from core.engine.preflight import preflight
-    from core.engine.scan import display_path, scan
-    from core.engine.store import StoreError
     from core.pipeline.config import ConfigError
     from core.pipeline.stages import build_pipeline
 
@@ -166,6 +171,23 @@ def _run_process(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"stave: {exc}", file=sys.stderr)
         return 2
+    pipeline = build_pipeline()
+    executor = None
+    if all(os.path.lexists(p) for p in args.paths):  # else a usage error follows at once
+        executor = _early_executor(pipeline, args.workers or settings.run.workers)
+    try:
+        return _process(args, settings, config, pipeline, executor)
+    finally:
+        if executor is not None:
+            executor.shutdown()
+
+
+def _process(args: argparse.Namespace, settings, config, pipeline, executor) -> int:
+    from core.engine.batch import Engine
+    from core.engine.preflight import preflight
+    from core.engine.scan import display_path, scan
+    from core.engine.store import StoreError
+
     out_dir = os.path.abspath(args.out)
     paths = [os.path.abspath(p) for p in args.paths]
     missing = [p for p in paths if not os.path.lexists(p)]
@@ -190,7 +212,7 @@ def _run_process(args: argparse.Namespace) -> int:
             print("stave: starting anyway: the files above will fail with these reasons; the others are analysed.\n",
                   file=sys.stderr)
     try:
-        engine = Engine(out_dir, build_pipeline(), _engine_options(settings, args.workers))
+        engine = Engine(out_dir, pipeline, _engine_options(settings, args.workers), executor=executor)
     except StoreError as exc:
         print(f"stave: {exc}", file=sys.stderr)
         return 1
@@ -222,6 +244,9 @@ def _run_resume(args: argparse.Namespace) -> int:
             return 0
         if args.retry_failed:
             engine.retry_failed(batch.id)
+        counts = engine.store.counts(batch.id)
+        if counts["pending"] or counts["running"]:  # else only the datasets remain: no worker is needed
+            engine.start_workers()
         return _run_batch(engine, batch.id, args)
 
 

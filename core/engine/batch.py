@@ -134,6 +134,12 @@ class Engine:
                 self._executor = ProcessExecutor(self.options.workers, preload=self.pipeline.preload)
             return self._executor
 
+    def start_workers(self) -> None:
+        """Start the worker pool now, in the background, so its imports overlap whatever comes next."""
+        start = getattr(self.executor, "start", None)
+        if start is not None:
+            start()
+
     def _on_breaker(self, name, old, new, snapshot) -> None:
         self.bus.publish(ev.BreakerChanged(name, getattr(old, "value", str(old)), getattr(new, "value", str(new)),
                                            snapshot.to_dict() if hasattr(snapshot, "to_dict") else {}))
@@ -211,7 +217,8 @@ class Engine:
         from core.fsutil import TEMP_PATTERN
         from core.resilience.cleanup import remove_stale_temps
 
-        folders = [(self.out_dir, False), (os.path.join(self.out_dir, ".stave", "work"), True)]
+        folders = [(self.out_dir, False), (os.path.join(self.out_dir, ".stave", "work"), True),
+                   (os.path.join(self.out_dir, ".stave", "datasets"), False)]
         song_dirs = {j.song_id for j in self.store.jobs(batch_id) if j.song_id}
         with os.scandir(self.out_dir) as entries:  # song folders: "<name>-<8 hex of the content hash>"
             song_dirs |= {e.name for e in entries if e.is_dir(follow_symlinks=False) and _SONG_DIR.match(e.name)}
@@ -328,6 +335,9 @@ class BatchRun:
         self.audio_done = 0.0
         self._done_this_run = 0
         self._ended_this_run = 0  # jobs that finished or failed in this run (the datasets may change)
+        from core.engine.datasets import BatchDatasets  # pyarrow loads when a run starts, not with the window
+
+        self.datasets = BatchDatasets(engine.store, engine.out_dir, clock=engine.clock)
         self._unsub = engine.bus.subscribe(self._track_stage, ev.StageStarted)
         self._ready = threading.Event()  # the first supervisor has started the run
         self._finishing = False
@@ -452,6 +462,8 @@ class BatchRun:
         if outcome.fatal:
             self.pause(f"{outcome.error.reason}. {outcome.error.suggestion}")
         self.engine.bus.publish(self.progress())
+        if outcome.status is JobStatus.DONE:
+            self.datasets.song_finished(job_id)  # every 64 songs, this thread writes them into a part
 
     def _track_stage(self, e: ev.StageStarted) -> None:
         with self._lock:
@@ -484,10 +496,10 @@ class BatchRun:
             else:
                 status = BatchStatus.FINISHED
             store.set_batch_status(self.batch_id, status, notes=self.pause_reason or None)
-            from core.engine.datasets import datasets_exist, rebuild_datasets
+            from core.engine.datasets import datasets_exist
 
             if self._ended_this_run or not datasets_exist(self.engine.out_dir):  # else nothing changed
-                rebuild_datasets(store, self.engine.out_dir)
+                self.datasets.publish()
             store.checkpoint()
             counts = store.counts(self.batch_id)
         except Exception:

@@ -128,8 +128,21 @@ class ProcessExecutor:
             threading.Thread(target=pool.join, kwargs={"timeout": 10}, daemon=True).start()
 
     def warm_up(self) -> None:
-        """Start the workers now (so the first file does not pay for it)."""
+        """Start the workers now (so the first file does not pay for it); blocks until one answers."""
         self.run(os.getpid, (), timeout_s=60)
+
+    def start(self) -> None:
+        """Start the workers in the background and return at once.
+
+        Their interpreter start and imports (a second or two) then overlap
+        whatever the caller does next (scanning, preflight, opening the store).
+        A pool that cannot start is not reported here: the first real task
+        raises :class:`WorkersUnavailable`.
+        """
+        try:
+            self._get_pool().schedule(os.getpid)  # pebble launches its workers on the first schedule
+        except Exception as exc:  # noqa: BLE001 - reported by the first real task
+            log.debug("the worker pool did not start early: %s", exc)
 
     def shutdown(self) -> None:
         with self._lock:

@@ -161,3 +161,28 @@ def test_the_deadline_runs_from_when_a_worker_takes_the_task(monkeypatch):
             ex.run(workfns.hang, (5.0,), timeout_s=1.0)
     finally:
         ex.shutdown()
+
+
+def test_start_launches_the_workers_in_the_background(monkeypatch):
+    monkeypatch.setenv("STAVE_TEST_BOOT_S", "2.0")
+    ex = ProcessExecutor(max_workers=1, preload=("tests.core.engine.boot_slow",))
+    try:
+        t0 = time.monotonic()
+        ex.start()
+        assert time.monotonic() - t0 < 1.5  # it did not wait for the 2 s start
+        time.sleep(3.0)  # meanwhile the worker started and imported its modules
+        t1 = time.monotonic()
+        assert ex.run(workfns.add, (4, 5), timeout_s=30) == 9
+        assert time.monotonic() - t1 < 1.5  # no 2 s start left to pay
+    finally:
+        ex.shutdown()
+
+
+def test_start_never_raises_when_the_pool_cannot_launch(monkeypatch):
+    ex = ProcessExecutor(max_workers=1)
+
+    def broken():
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(ex, "_get_pool", broken)
+    ex.start()  # the first real task reports it
