@@ -180,6 +180,99 @@ def test_large_files_equal_at_both_ends_are_compared_in_full(tmp_path):
     assert result.duplicates == [(str(tmp_path / "c.wav"), str(a))]
 
 
+def _pcm16(path: Path, samples: np.ndarray) -> Path:
+    """A 16-bit WAV: a 44-byte header, then the samples, so the first 64 bytes hold 10 of them."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, samples.astype(np.int16), 8000, subtype="PCM_16")
+    return path
+
+
+@pytest.fixture
+def reads(monkeypatch):
+    """The paths each duplicate step opens again, by step."""
+    import core.engine.scan as scan_module
+
+    seen: dict[str, list[str]] = {"middle": [], "quick": [], "full": []}
+    for step, name in (("middle", "_middle_sample"), ("quick", "content_fingerprint"), ("full", "_full_hash")):
+        real = getattr(scan_module, name)
+
+        def spy(path, *args, _real=real, _step=step):
+            seen[_step].append(os.path.basename(path))
+            return _real(path, *args)
+        monkeypatch.setattr(scan_module, name, spy)
+    return seen
+
+
+def test_same_size_files_that_start_differently_are_not_opened_again(tmp_path, reads):
+    rng = np.random.default_rng(3)
+    for i in range(3):  # 8 samples: 60 bytes, the content check read all of it
+        _pcm16(tmp_path / f"tiny{i}.wav", rng.integers(-9000, 9000, 8))
+    shutil.copy(tmp_path / "tiny1.wav", tmp_path / "tiny1 copy.wav")
+    for i in range(3):  # 1 s: the same size, different first samples
+        _pcm16(tmp_path / f"long{i}.wav", rng.integers(-9000, 9000, 8000))
+    shutil.copy(tmp_path / "long2.wav", tmp_path / "long2 copy.wav")
+    result = scan([tmp_path])
+    assert _names(result, tmp_path) == ["long0.wav", "long1.wav", "long2 copy.wav", "tiny0.wav", "tiny1 copy.wav",
+                                        "tiny2.wav"]
+    assert result.duplicates == [(str(tmp_path / "long2.wav"), str(tmp_path / "long2 copy.wav")),
+                                 (str(tmp_path / "tiny1.wav"), str(tmp_path / "tiny1 copy.wav"))]
+    # only the pair that is the same is read again (its heads match); a 60-byte file never is
+    assert reads == {"middle": ["long2 copy.wav", "long2.wav"], "quick": ["long2 copy.wav", "long2.wav"],
+                     "full": []}
+
+
+@pytest.mark.parametrize("n, quick", [(1000, []), (16000, ["a.wav", "c.wav", "d.wav"])])
+def test_same_size_files_that_start_the_same_are_told_apart_by_the_rest(tmp_path, reads, n, quick):
+    rng = np.random.default_rng(4)
+    silence = np.zeros(n // 8, dtype=np.int16)  # a silent start: the first 64 bytes are all the same
+    a = _pcm16(tmp_path / "a.wav", np.concatenate([silence, rng.integers(-9000, 9000, n - n // 8)]))
+    _pcm16(tmp_path / "b.wav", np.concatenate([silence, rng.integers(-9000, 9000, n - n // 8)]))
+    shutil.copy(a, tmp_path / "c.wav")
+    changed = bytearray(a.read_bytes())
+    changed[-1] ^= 0x01  # the same as a.wav but for its very last byte
+    (tmp_path / "d.wav").write_bytes(bytes(changed))
+    result = scan([tmp_path])
+    assert _names(result, tmp_path) == ["a.wav", "b.wav", "d.wav"]
+    assert result.duplicates == [(str(tmp_path / "c.wav"), str(a))]
+    assert reads["middle"] == ["a.wav", "b.wav", "c.wav", "d.wav"]
+    # 2 KiB: the 4 KiB from the middle was the whole file; 32 KiB: b.wav differed there, the rest is hashed
+    assert reads["quick"] == quick and reads["full"] == []
+
+
+def test_cancel_stops_the_duplicate_search(tmp_path, monkeypatch):
+    import core.engine.scan as scan_module
+
+    silent = np.zeros(4000, dtype=np.int16)  # same size and head: the search must read them again
+    for i in range(4):
+        _pcm16(tmp_path / f"{i}.wav", silent)
+    token, read = CancelToken(), []
+    real = scan_module._middle_sample
+
+    def read_then_cancel(path, size):
+        read.append(path)
+        token.cancel("user closed the window")
+        return real(path, size)
+    monkeypatch.setattr(scan_module, "_middle_sample", read_then_cancel)
+    with pytest.raises(Cancelled, match="closed the window"):
+        scan([tmp_path], cancel=token)
+    assert len(read) == 1
+
+
+def test_a_file_swapped_after_it_was_looked_at_is_not_read(tmp_path):
+    from core.engine.scan import _Walk
+
+    real = _audio(tmp_path / "a.wav", 1)
+    os.mkfifo(tmp_path / "pipe.wav")  # were it read, this test would hang (and time out)
+    other = _audio(tmp_path / "b.wav", 2)
+    walk = _Walk(extensions=frozenset({".wav"}), excluded=set(), cancel=None)
+    walk.read_head(str(tmp_path / "pipe.wav"), ".wav", None, None)  # the listing said "regular file"
+    st = real.stat()
+    walk.read_head(str(other), ".wav", st.st_dev, st.st_ino)  # a link retargeted since it was followed
+    walk.read_head(str(real), ".wav", st.st_dev, st.st_ino)
+    assert [s.reason for s in walk.skipped] == ["changed while it was being scanned"] * 2
+    assert [f.path for f in walk.files] == [str(real)] and walk.files[0].size == st.st_size
+
+
 def test_impostors_are_reported_with_what_they_look_like(tmp_path):
     (tmp_path / "notes.wav").write_text("This is not audio, it is a shopping list.\nmilk\neggs\n")
     (tmp_path / "cover.mp3").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
