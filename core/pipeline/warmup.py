@@ -2,10 +2,12 @@
 
 Each worker process runs :func:`warm` once (the engine hands one warm-up task
 to every supervisor before its first job, so the workers warm in parallel).
-It runs the numba-compiled paths this batch's stages will use on a few
-seconds of sound, so that neither their first-call costs (loading compiled
-code, lazy imports) nor, on a fresh install, their compilation land inside a
-timed stage.
+It runs the batch's own stage functions, ingest to export, on a few seconds
+of synthesized sound in a temporary folder (and pYIN when the batch
+transcribes), so that neither their first-call costs (loading compiled code,
+lazy imports such as the pandas that pyarrow loads on its first conversion,
+first file writes) nor, on a fresh install, numba's compilation land inside
+a timed stage.
 
 numba caches compiled code on disk (``NUMBA_CACHE_DIR``), but several
 processes compiling and writing the same cache entries at once can leave it
@@ -31,7 +33,7 @@ from typing import Callable, Iterator, Mapping
 
 log = logging.getLogger(__name__)
 
-WARMUP_VERSION = "2"  # bump when the warm-up runs different compiled code
+WARMUP_VERSION = "3"  # bump when the warm-up runs different compiled code
 LOCK_NAME = "stave-warmup.lock"
 LOCK_WAIT_S = 900.0  # a cold compile of pYIN takes ~40 s on a slow machine; past this, warm without the lock
 
@@ -48,10 +50,40 @@ def _signal(seconds: float = 3.0, sr: int = 22050):
     return y, sr
 
 
-def _warm_analysis() -> None:
-    from core.pipeline.analyze import analyze_audio
+WARM_STAGES = ("ingest", "preprocess", "analyze", "segment", "export")
 
-    analyze_audio(*_signal())
+
+def _warm_stages(config: Mapping | None = None) -> None:
+    """The stage functions, ingest to export, on 4 s of a stereo 44.1 kHz WAV, in a folder removed afterwards."""
+    import shutil
+    import tempfile
+
+    import numpy as np
+    import soundfile as sf
+
+    from core.engine.stagegraph import StageContext
+    from core.pipeline import stage_fns
+    from core.pipeline.config import PipelineConfig
+
+    cfg, _ = PipelineConfig.from_dict(dict(config or {}))
+    cfg_dict = {**cfg.to_dict(), "separate": False, "transcribe": False, "export_bar_audio": False,
+                "keep_stems": False}  # those have warm-ups of their own, or none to warm
+    y, sr = _signal(4.0, 44100)
+    folder = tempfile.mkdtemp(prefix="stave-warmup-")
+    try:
+        path = os.path.join(folder, "warmup.wav")
+        sf.write(path, 0.7 * np.stack([y, 0.8 * y], axis=1), sr, subtype="PCM_16")  # no clipping
+        work_dir = os.path.join(folder, "work")
+        os.makedirs(work_dir)
+        song_id, states = "warmup", {}
+        for stage in WARM_STAGES:
+            ctx = StageContext(job_id=0, stage=stage, input_path=path, out_dir=folder, work_dir=work_dir,
+                               song_id=song_id, config=cfg_dict, facts={"stages": states})
+            out = getattr(stage_fns, f"{stage}_stage")(ctx)
+            song_id = out.facts.get("song_id", song_id)
+            states[stage] = {"status": "done", "degraded": False, "reason": ""}
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _warm_pyin() -> None:
@@ -61,7 +93,7 @@ def _warm_pyin() -> None:
     transcribe_pyin(y, sr)
 
 
-PARTS: dict[str, Callable[[], None]] = {"analysis": _warm_analysis, "pyin": _warm_pyin}
+PARTS: dict[str, Callable[[Mapping | None], None]] = {"analysis": _warm_stages, "pyin": lambda config: _warm_pyin()}
 
 
 def parts_for(config: Mapping | None) -> list[str]:
@@ -77,7 +109,7 @@ def warm(config: Mapping | None = None) -> float:
     t0 = time.perf_counter()
     with compile_guard(todo):
         for part in todo:
-            PARTS[part]()
+            PARTS[part](config)
             _warmed.add(part)
     return time.perf_counter() - t0
 

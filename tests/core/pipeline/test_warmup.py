@@ -11,8 +11,8 @@ from core.pipeline import warmup
 def test_a_process_warms_each_part_once(monkeypatch, tmp_path):
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
     calls = []
-    monkeypatch.setattr(warmup, "PARTS", {"analysis": lambda: calls.append("analysis"),
-                                          "pyin": lambda: calls.append("pyin")})
+    monkeypatch.setattr(warmup, "PARTS", {"analysis": lambda config: calls.append("analysis"),
+                                          "pyin": lambda config: calls.append("pyin")})
     monkeypatch.setattr(warmup, "_warmed", set())
     warmup.warm({"transcribe": False})
     warmup.warm({"transcribe": False})
@@ -22,10 +22,15 @@ def test_a_process_warms_each_part_once(monkeypatch, tmp_path):
     assert warmup.warm({"transcribe": True}) == 0.0
 
 
-def test_warm_runs_the_real_compiled_paths_without_error(monkeypatch):
+def test_warm_runs_the_real_stages_and_leaves_nothing_behind(monkeypatch, tmp_path):
     monkeypatch.setattr(warmup, "_warmed", set())
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)  # so mkdtemp honours TMPDIR
     assert warmup.warm({"transcribe": False}) > 0.0
     assert "analysis" in warmup._warmed and "pyin" not in warmup._warmed
+    assert list(tmp_path.iterdir()) == []  # its folder is gone
 
 
 def test_compiles_wait_for_each_other_until_markers_say_the_cache_is_warm(monkeypatch, tmp_path):
