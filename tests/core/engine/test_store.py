@@ -313,6 +313,24 @@ def test_adding_ten_thousand_jobs_is_one_quick_transaction(store):
     assert rows[-1].input_path == "/music/folder 99/track 09999.wav" and rows[-1].position == 9999
 
 
+def test_add_jobs_in_uneven_chunks_keeps_every_field_and_the_order(store, clock):
+    # add_jobs inserts 100 rows per statement: 250 then 1 then 0 then 100 cross every chunk boundary
+    batch = store.create_batch({}, [])
+    sizes, expected, ids = (250, 1, 0, 100), [], []
+    for n in sizes:
+        specs = [JobSpec(f"/m/{len(expected) + i}.wav", f"s{len(expected) + i}", content_hash=f"h{i}",
+                         size_bytes=i, mtime=1.5e9 + i / 4, audio_duration_s=(i / 2 if i % 3 else None))
+                 for i in range(n)]
+        ids += store.add_jobs(batch, iter(specs))  # any iterable, read once
+        expected += specs
+    rows = store.jobs(batch)
+    assert [r.id for r in rows] == ids and [r.position for r in rows] == list(range(len(expected)))
+    got = [(r.input_path, r.song_id, r.content_hash, r.size_bytes, r.mtime, r.audio_duration_s) for r in rows]
+    assert got == [(s.input_path, s.song_id, s.content_hash, s.size_bytes, s.mtime, s.audio_duration_s)
+                   for s in expected]
+    assert {r.created_at for r in rows} == {clock.wall()} and {r.status for r in rows} == {JobStatus.PENDING}
+
+
 # --- stages --------------------------------------------------------------------------
 def test_stage_attempts_are_logged_and_finished_in_one_row(store, clock, tmp_path):
     batch, (job, _, _) = _batch_with_jobs(store)
@@ -569,3 +587,86 @@ def test_rows_hold_no_pickles(store):
     for table in ("batches", "jobs", "stages", "attempts"):
         for row in store._conn.execute(f"SELECT * FROM {table}"):
             assert not any(isinstance(v, bytes) for v in row)
+
+
+# -- light commits -----------------------------------------------------------------------------
+class _SyncLog:
+    """Records the synchronous level at every COMMIT of a connection (via its trace callback)."""
+
+    def __init__(self, store: Store):
+        self.commits: list[int] = []
+        self._conn = store._connection()
+        self._conn.set_trace_callback(self._trace)
+
+    def _trace(self, sql: str) -> None:
+        if sql.strip().upper() == "COMMIT":
+            self.commits.append(self._level())
+
+    def _level(self) -> int:
+        self._conn.set_trace_callback(None)
+        try:
+            return self._conn.execute("PRAGMA synchronous").fetchone()[0]
+        finally:
+            self._conn.set_trace_callback(self._trace)
+
+
+FULL, NORMAL = 2, 1
+
+
+def test_bookkeeping_is_light_and_results_are_fsynced(store):
+    batch, (job, *_) = _batch_with_jobs(store, 1)
+    sync = _SyncLog(store)
+    store.mark_job_started(job)
+    attempt = store.begin_stage_attempt(job, "ingest")
+    store.skip_stage(job, "separate", "off")
+    store.record_duration("ingest", 1.0, 10.0)
+    assert sync.commits == [NORMAL] * 4
+    store.finish_stage(job, "ingest", manifest=[], stage_version="1", fingerprint="f", elapsed_s=1.0,
+                       attempt_id=attempt)
+    store.mark_job_finished(job)
+    assert sync.commits[4:] == [FULL, FULL]
+    # light writes inside a transaction share its fsynced commit
+    with store.transaction():
+        store.begin_stage_attempt(job, "analyze")
+        store.record_duration("analyze", 1.0, 10.0)
+    assert sync.commits[6:] == [FULL]
+    assert store._connection().execute("PRAGMA synchronous").fetchone()[0] == FULL  # restored after each
+
+
+def test_a_failed_light_commit_restores_full_sync(store):
+    batch, (job, *_) = _batch_with_jobs(store, 1)
+    with pytest.raises(KeyError):
+        store._update_job(job + 999, "attempts = attempts + 1", (), durable=False)
+    assert store._connection().execute("PRAGMA synchronous").fetchone()[0] == FULL
+    assert store.job(job).attempts == 0
+
+
+def test_without_wal_every_commit_is_fsynced(store):
+    store._wal = False  # as on a file system without shared memory, where SQLite falls back to a journal
+    batch, (job, *_) = _batch_with_jobs(store, 1)
+    sync = _SyncLog(store)
+    store.mark_job_started(job)
+    store.begin_stage_attempt(job, "ingest")
+    assert sync.commits == [FULL, FULL]
+
+
+def test_light_commits_survive_the_process_being_killed(tmp_path):
+    # A light commit is not fsynced, but it is committed: a killed Stave (not a power cut) never loses it.
+    script = (
+        "import os, sys\n"
+        f"sys.path.insert(0, {str(ROOT)!r})\n"
+        "from core.engine.store import Store, JobSpec\n"
+        "s = Store.open(sys.argv[1])\n"
+        "b = s.create_batch({}, ['/m'])\n"
+        "(j,) = s.add_jobs(b, [JobSpec('/m/a.wav', 'a-1234abcd')])\n"
+        "s.mark_job_started(j)\n"
+        "s.begin_stage_attempt(j, 'ingest')\n"
+        "os.kill(os.getpid(), 9)\n"
+    )
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-c", script, str(out)], timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    with Store.open(out, create=False) as s:
+        (job,) = s.jobs(s.list_batches()[0].id)
+        assert job.status is JobStatus.RUNNING and job.attempts == 1
+        assert s.stage_row(job.id, "ingest").status is StageStatus.RUNNING
