@@ -207,8 +207,10 @@ class Engine:
                 timeouts=AdaptiveTimeout(self.options.timeouts), bus=self.bus, availability=availability,
                 max_crashes=self.options.max_crashes, keep_work_files=self.options.keep_work_files,
                 clock=self.clock)
-            self._run = BatchRun(self, batch_id, deps, resumed=batch.status is not BatchStatus.RUNNING
-                                 or recovered.jobs > 0)
+            # A batch left "running" with no job running was killed between two jobs: that is a resume too.
+            resumed = (batch.status is not BatchStatus.RUNNING or recovered.jobs > 0
+                       or self.store.batch_started(batch_id))
+            self._run = BatchRun(self, batch_id, deps, resumed=resumed)
             return self._run
 
     def _sweep_temps(self, batch_id: int) -> None:

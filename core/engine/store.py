@@ -262,6 +262,12 @@ class Store:
             raise KeyError(f"no job {job_id} in {self.path}")
         return job_from_sql(r)
 
+    def batch_started(self, batch_id: int) -> bool:
+        """Some job of the batch was ever started (so running it now is a resume)."""
+        with self._read() as conn:
+            return conn.execute("SELECT EXISTS (SELECT 1 FROM jobs WHERE batch_id = ? AND attempts > 0)",
+                                (batch_id,)).fetchone()[0] == 1
+
     def counts(self, batch_id: int) -> dict[str, int]:
         """Jobs per status (every status present, zeros included)."""
         out = {s.value: 0 for s in JobStatus}

@@ -15,6 +15,7 @@ from core.engine.executor import ProcessExecutor
 from core.engine.store_rows import BatchStatus, JobStatus
 from core.resilience.breaker import BreakerConfig
 from core.resilience.retry import RetryConfig
+from core.resilience.errors import ErrorKind, info_for
 from tests.core.engine import teststages
 
 
@@ -273,3 +274,33 @@ def test_workers_that_cannot_start_pause_the_batch_and_blame_no_file(tmp_path, c
             assert all(j.crash_count == 0 for j in jobs)
     finally:
         executor.shutdown()
+
+
+def test_a_batch_killed_between_two_jobs_runs_again_as_a_resume(tmp_path, executor, clock):
+    # Killed after a JobFinished and before the next job started: no job is left "running" to recover,
+    # but the batch did start, so the run that finishes it is a resume.
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i in range(2):
+        _wav(inputs, f"take{i}.wav", seed=i)
+    engine, events = _engine(tmp_path / "out", executor, clock)
+    with engine:
+        added = engine.add_paths([inputs], {"x": 1})
+        first = added.job_ids[0]
+        engine.store.set_batch_status(added.batch_id, BatchStatus.RUNNING)
+        engine.store.mark_job_started(first)
+        engine.store.mark_job_failed(first, info_for(ErrorKind.INPUT_CORRUPT, "cut short"))
+        engine.run(added.batch_id)
+    started = [e for e in events if isinstance(e, ev.BatchStarted)]
+    assert len(started) == 1 and started[0].resumed is True
+
+
+def test_a_new_batch_is_not_a_resume(tmp_path, executor, clock):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    _wav(inputs, "take0.wav")
+    engine, events = _engine(tmp_path / "out", executor, clock)
+    with engine:
+        engine.run(engine.add_paths([inputs], {"x": 1}).batch_id)
+    started = [e for e in events if isinstance(e, ev.BatchStarted)]
+    assert len(started) == 1 and started[0].resumed is False
