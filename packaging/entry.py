@@ -3,8 +3,8 @@
 import multiprocessing
 import sys
 
-from core.cli import main
+from core.cli import entry
 
 if __name__ == "__main__":
     multiprocessing.freeze_support()  # worker processes re-enter here in a frozen build
-    sys.exit(main())
+    entry()

@@ -152,37 +152,41 @@ def _run_batch(engine, batch_id: int, args) -> int:
     return print_summary(summary, engine.out_dir, json_mode=args.progress == "json")
 
 
-def _early_executor(pipeline, workers: int):
-    """The worker pool, started now: its imports overlap the scan, preflight and store set-up."""
+def _early_executor(workers: int):
+    """The worker pool, started first: its imports overlap loading the engine, the scan, preflight and the store."""
     from core.engine.executor import ProcessExecutor
+    from core.pipeline import WORKER_PRELOAD
 
-    executor = ProcessExecutor(workers, preload=pipeline.preload)
+    executor = ProcessExecutor(workers, preload=WORKER_PRELOAD)
     executor.start()
     return executor
 
 
 def _run_process(args: argparse.Namespace) -> int:
-    from core.pipeline.config import ConfigError
-    from core.pipeline.stages import build_pipeline
-
     settings = _load_settings()
-    try:
-        config = _pipeline_config(settings, args)
-    except ConfigError as exc:
-        print(f"stave: {exc}", file=sys.stderr)
-        return 2
-    pipeline = build_pipeline()
     executor = None
     if all(os.path.lexists(p) for p in args.paths):  # else a usage error follows at once
-        executor = _early_executor(pipeline, args.workers or settings.run.workers)
+        executor = _early_executor(args.workers or settings.run.workers)
     try:
-        return _process(args, settings, config, pipeline, executor)
+        return _process(args, settings, executor)
     finally:
         if executor is not None:
             executor.shutdown()
 
 
-def _process(args: argparse.Namespace, settings, config, pipeline, executor) -> int:
+def _process(args: argparse.Namespace, settings, executor) -> int:
+    from core.pipeline.config import ConfigError
+    from core.pipeline.stages import build_pipeline
+
+    try:
+        config = _pipeline_config(settings, args)
+    except ConfigError as exc:
+        print(f"stave: {exc}", file=sys.stderr)
+        return 2
+    return _process_files(args, settings, config, build_pipeline(), executor)
+
+
+def _process_files(args: argparse.Namespace, settings, config, pipeline, executor) -> int:
     from core.engine.batch import Engine
     from core.engine.preflight import preflight
     from core.engine.scan import display_path, scan

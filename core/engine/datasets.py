@@ -95,6 +95,30 @@ def _write_stream(dest: str, schema: pa.Schema, tables: Callable[[ExitStack], It
     atomic_write_with(dest, write)
 
 
+_arrow_warm = threading.Event()
+
+
+def warm_arrow_in_background() -> None:
+    """Make pyarrow load what it loads on its first conversion of Python values, on a background thread.
+
+    That first conversion imports pandas when it is installed (half a second
+    here); without this it happens when the first part or the published
+    datasets are written, i.e. at the end of a short run, where a person waits
+    for it. Once per process.
+    """
+    if _arrow_warm.is_set():
+        return
+    _arrow_warm.set()
+
+    def warm() -> None:
+        try:
+            pa.array([0.0])
+        except Exception as exc:  # noqa: BLE001 - only a head start: the real conversion reports problems
+            log.debug("pyarrow warm-up failed: %s", exc)
+
+    threading.Thread(target=warm, name="stave-arrow-warm-up", daemon=True).start()
+
+
 # -- incremental datasets ---------------------------------------------------------------------
 class BatchDatasets:
     """The datasets of one output folder, kept up to date as songs finish. Thread-safe.
@@ -116,6 +140,7 @@ class BatchDatasets:
         self._writing = threading.Lock()  # parts and publishing, one at a time
         self._buffer: list[int] = []
         self._since: float | None = None
+        warm_arrow_in_background()
 
     def song_finished(self, job_id: int) -> None:
         """A job finished DONE: its song goes into the next part."""

@@ -10,6 +10,7 @@ from typing import Any, Mapping
 
 from core.engine.batch import Pipeline
 from core.engine.stagegraph import BackendPlan, StageSpec
+from core.pipeline import WORKER_PRELOAD
 from core.pipeline.config import PipelineConfig
 
 _FNS = "core.pipeline.stage_fns"
@@ -72,11 +73,4 @@ def _fingerprint(config: Mapping[str, Any], stage: str) -> str:
 def build_pipeline() -> Pipeline:
     return Pipeline(STAGES, config_to_dict=_config_to_dict, fingerprint=_fingerprint, availability=availability,
                     warm_up="core.pipeline.warmup:warm",
-                    preload=PRELOAD)
-
-
-# What every worker imports as it starts (in parallel, outside any stage's timeout): the stages and what they import
-# lazily on their first call (librosa loads its submodules on first use; numba and pyloudnorm come with them).
-PRELOAD = ("core.pipeline.stage_fns", "core.pipeline.ingest", "core.pipeline.preprocess", "core.pipeline.analyze",
-           "core.pipeline.export", "pyarrow.parquet", "librosa.core.convert", "librosa.filters", "librosa.util",
-           "pyloudnorm", "numba")
+                    preload=WORKER_PRELOAD)

@@ -246,3 +246,21 @@ def test_python_m_core_cli_works(tmp_path, env):
                           capture_output=True, text=True, timeout=60)
     assert "Traceback" not in done.stderr, done.stderr[-2000:]
     assert done.returncode == 1 and "no Stave batch" in done.stderr
+
+
+def test_the_console_command_exits_with_its_code_and_all_its_output(tmp_path):
+    # `stave` leaves the interpreter with os._exit once a command has returned: its output must be flushed
+    # and its exit code kept, whatever the command.
+    def stave(*args):
+        return subprocess.run([sys.executable, "-m", "core.cli", *map(str, args)], cwd=REPO, capture_output=True,
+                              text=True, timeout=120, env={**os.environ, "STAVE_CONFIG_DIR": str(tmp_path / "cfg")})
+
+    version = stave("--version")
+    assert version.returncode == 0 and version.stdout.startswith("stave ")
+    usage = stave("process")
+    assert usage.returncode == 2 and "--out" in usage.stderr
+    missing = stave("status", tmp_path / "nothing-here")
+    assert missing.returncode != 0 and missing.stderr.strip()
+    helped = stave("process", "--help")
+    assert helped.returncode == 0 and "--workers" in helped.stdout
+    assert helped.stdout.rstrip().endswith("(default: adaptive)")  # the last line of the help: all was flushed
