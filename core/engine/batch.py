@@ -32,7 +32,7 @@ from core.resilience.breaker import BreakerConfig
 from core.resilience.breaker_registry import BreakerRegistry
 from core.resilience.cancel import CancelToken
 from core.resilience.clock import SYSTEM_CLOCK, Clock
-from core.resilience.errors import ErrorKind, Severity, classify
+from core.resilience.errors import ErrorKind, WorkersUnavailable, classify
 from core.resilience.retry import RetryConfig
 from core.resilience.timeouts import AdaptiveTimeout, AdaptiveTimeoutConfig
 
@@ -441,7 +441,7 @@ class BatchRun:
                                    timeout_s=_WARM_UP_TIMEOUT_S, cancel=self.token)
         except Exception as exc:
             info = classify(exc)
-            if info.severity is Severity.FATAL:  # no worker can start: no file would get anywhere
+            if isinstance(exc, WorkersUnavailable):  # no worker can start: no file would get anywhere
                 self.pause(f"{info.reason}. {info.suggestion}")
             elif info.kind is not ErrorKind.CANCELLED:  # otherwise not fatal: the stages will say what is wrong
                 log.warning("worker warm-up failed: %s", info.reason)

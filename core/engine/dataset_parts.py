@@ -26,6 +26,7 @@ the three files exist decides what a song contributes, so it has to be looked at
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import logging
@@ -48,7 +49,20 @@ DATASETS = ("songs", "bars", "notes")
 STAMPED_FILES = ("summary.json", "bars.parquet", "notes.csv")
 PUBLISHED_INDEX = "published.index.parquet"
 _PART = re.compile(r"part-(\d+)\.(index|songs|bars|notes)\.parquet$")
-_FORMAT = b"stave-datasets-index/1"
+ROWS_VERSION = "1"  # bump whenever dataset_rows builds a row differently: every part is then read afresh
+
+
+@functools.cache
+def _format() -> bytes:
+    """What an index must say to be used: its layout, and the version and schemas of the rows it indexes.
+
+    Parts and published datasets written by a Stave that built rows differently are ignored (their
+    songs are read from their folders), so publishing always equals a full rebuild by this version.
+    """
+    from core.engine.dataset_rows import NOTE_SCHEMA, SONG_SCHEMA  # that module imports this one
+
+    schemas = hashlib.sha256((SONG_SCHEMA.to_string() + NOTE_SCHEMA.to_string()).encode()).hexdigest()[:12]
+    return f"stave-datasets-index/1 rows/{ROWS_VERSION} schemas/{schemas}".encode()
 _INDEX_SCHEMA = pa.schema([("song_id", pa.string()), ("stamp", pa.string()), ("songs", pa.int64()),
                            ("bars", pa.int64()), ("notes", pa.int64()), ("bars_schema", pa.int32())])
 
@@ -120,7 +134,7 @@ class IndexBuilder:
     def write(self, path: str, files: Mapping[str, str]) -> None:
         """Write the index of the data ``files`` (already in place) atomically."""
         columns = list(zip(*self.rows)) if self.rows else [[] for _ in _INDEX_SCHEMA]
-        meta = {b"format": _FORMAT,
+        meta = {b"format": _format(),
                 b"schemas": json.dumps([base64.b64encode(s.serialize().to_pybytes()).decode("ascii")
                                         for s in self.unique_schemas]).encode(),
                 b"files": json.dumps({name: _signature(p) for name, p in files.items()}).encode()}
@@ -158,7 +172,7 @@ def load_source(name: str, index_path: str, files: Mapping[str, str]) -> Source:
         with pq.ParquetFile(index_path) as f:  # closed at once: Windows cannot rename over an open file
             table = f.read()
         meta = table.schema.metadata or {}
-        if meta.get(b"format") != _FORMAT or not table.schema.equals(_INDEX_SCHEMA):
+        if meta.get(b"format") != _format() or not table.schema.equals(_INDEX_SCHEMA):
             raise SourceError(source, "not an index Stave knows")
         source.signatures = json.loads(meta[b"files"])
         if source.signatures != {d: _signature(p) for d, p in files.items()}:

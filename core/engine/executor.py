@@ -109,6 +109,8 @@ class ProcessExecutor:
     def _get_pool(self) -> pebble.ProcessPool:
         with self._lock:
             if self._pool is None or not self._pool.active:
+                if self._pool is not None:  # broken (a worker died while idle, say): its other workers must go
+                    _stop_in_background(self._pool)
                 self._pool = pebble.ProcessPool(
                     max_workers=self.max_workers,
                     initializer=_worker_init,
@@ -124,8 +126,7 @@ class ProcessExecutor:
             pool, self._pool = self._pool, None
             self.rebuilds += 1
         if pool is not None:
-            pool.stop()
-            threading.Thread(target=pool.join, kwargs={"timeout": 10}, daemon=True).start()
+            _stop_in_background(pool)
 
     def warm_up(self) -> None:
         """Start the workers now (so the first file does not pay for it); blocks until one answers."""
@@ -166,9 +167,9 @@ class ProcessExecutor:
                 broken += 1
             elif outcome is not _RESUBMIT:
                 return outcome
-        if broken:
+        if broken == 3:
             raise WorkersUnavailable(
-                f"the worker pool broke {broken} time(s) before a worker took this task (workers die as they start)",
+                "the worker pool broke three times before a worker took this task (workers die as they start)",
                 suggestion=_START_HELP)
         raise WorkerCrashed("the worker pool was rebuilt three times while this task waited")
 
@@ -182,6 +183,9 @@ class ProcessExecutor:
                 replaced = self._pool is not pool
             if replaced:  # stopped by another thread's rebuild between _get_pool and schedule
                 return pool, _RESUBMIT
+            if "Unexpected error within the Pool" in str(exc):  # pebble's ERROR state: it broke (another task's doing)
+                self._rebuild_if_current(pool, f"the worker pool broke: {exc}")
+                return pool, _BROKEN
             self.rebuild(f"the worker pool could not start: {exc}")
             raise WorkersUnavailable(f"worker processes could not be started: {one_line(str(exc))}",
                                      suggestion=_START_HELP) from exc
@@ -191,17 +195,21 @@ class ProcessExecutor:
             cancel.raise_if_cancelled()
         timeout = timeout_s if timeout_s and timeout_s > 0 else None
         pool, future = self._schedule(fn, args, timeout)
-        if future is _RESUBMIT:
-            return _RESUBMIT
+        if future is _RESUBMIT or future is _BROKEN:
+            return future
         scheduled, started = time.monotonic(), None
         while True:
             done, _ = concurrent.futures.wait([future], timeout=self.poll_s)
             if done:
                 try:
                     return self._result(future, timeout, cancel)
-                except BrokenProcessPool as exc:  # a worker died while no task ran (as it started, say)
+                except BrokenProcessPool as exc:
                     self._rebuild_if_current(pool, f"the worker pool broke: {exc}")
-                    return _BROKEN
+                    if started is None and "Unpicklable" not in str(exc):
+                        return _BROKEN  # it never ran: a worker died while idle or as it started
+                    # It ran, then the pool broke under it (its result or error could not be unpickled, which
+                    # pebble reports to every task): a crash that counts toward its quarantine, not fatal.
+                    raise WorkerCrashed(f"the worker pool broke while this task ran: {one_line(str(exc))}") from None
             now = time.monotonic()
             if started is None and future.running():  # a worker acknowledged it: its time starts now
                 started = now
@@ -246,6 +254,11 @@ class ProcessExecutor:
             raise WorkerCrashed(f"worker process {how}{hint}", exitcode=code) from None
         except concurrent.futures.CancelledError:
             raise Cancelled(cancel.reason if cancel is not None and cancel.is_set() else "cancelled") from None
+
+
+def _stop_in_background(pool: pebble.ProcessPool) -> None:
+    pool.stop()
+    threading.Thread(target=pool.join, kwargs={"timeout": 10}, daemon=True).start()
 
 
 _RESUBMIT = object()

@@ -16,11 +16,16 @@ circuit breaker guards each backend.
 from __future__ import annotations
 
 import importlib
+import logging
 import os
+import pickle
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from core.engine.store_manifest import Artifact, artifact_for
+from core.resilience.errors import StaveError, classify
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -94,8 +99,29 @@ def resolve(fn_path: str) -> Callable[[StageContext], StageOutput]:
 
 
 def run_stage_in_worker(fn_path: str, ctx: StageContext) -> StageOutput:
-    """The function the worker pool runs: import the stage and call it."""
-    return resolve(fn_path)(ctx)
+    """The function the worker pool runs: import the stage and call it.
+
+    An exception that would not survive the trip back to the supervisor (one
+    whose constructor takes other arguments than it keeps, such as urllib's
+    HTTPError) would break the whole pool, and every task running in it, so it
+    is replaced by a :class:`StaveError` carrying its classification.
+    """
+    try:
+        return resolve(fn_path)(ctx)
+    except Exception as exc:
+        if _survives_pickling(exc):
+            raise
+        log.warning("stage %s raised an exception that cannot cross processes", ctx.stage, exc_info=exc)
+        info = classify(exc)
+        raise StaveError(info.reason, suggestion=info.suggestion, kind=info.kind) from None
+
+
+def _survives_pickling(exc: BaseException) -> bool:
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:  # noqa: BLE001 - any failure to round-trip is the answer
+        return False
+    return True
 
 
 def resolve_and_call(fn_path: str, *args):

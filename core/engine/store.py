@@ -79,6 +79,7 @@ class Store:
         self._in_tx = False
         mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
         self._wal = str(mode).lower() == "wal"  # light commits are safe only in WAL mode
+        self._sync: str | None = "FULL"  # the connection's synchronous level (store_schema sets FULL)
 
     @classmethod
     def open(cls, out_dir: str | os.PathLike | bytes, *, create: bool = True, clock: Clock = SYSTEM_CLOCK,
@@ -111,13 +112,12 @@ class Store:
             if self._in_tx:
                 yield conn
                 return
-            light = not durable and self._wal
             try:
-                if light:
-                    conn.execute("PRAGMA synchronous = NORMAL")
+                # Set the level of *this* commit before it begins, every time it differs from the last one
+                # set: a durable commit never relies on an earlier light one having restored FULL.
+                self._set_sync(conn, "NORMAL" if not durable and self._wal else "FULL")
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
-                self._restore_sync(conn, light)
                 raise _translate(exc) from exc
             self._in_tx = True
             try:
@@ -134,15 +134,12 @@ class Store:
                 raise
             finally:
                 self._in_tx = False
-                self._restore_sync(conn, light)
 
-    @staticmethod
-    def _restore_sync(conn: sqlite3.Connection, light: bool) -> None:
-        if light:
-            try:
-                conn.execute("PRAGMA synchronous = FULL")
-            except sqlite3.Error:  # the connection is unusable; the next write says so
-                pass
+    def _set_sync(self, conn: sqlite3.Connection, level: str) -> None:
+        if self._sync != level:
+            self._sync = None  # unknown until the pragma has run
+            conn.execute(f"PRAGMA synchronous = {level}")
+            self._sync = level
 
     @contextmanager
     def transaction(self, *, durable: bool = True) -> Iterator[None]:

@@ -24,6 +24,7 @@ markers with it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import logging
 import os
@@ -35,7 +36,8 @@ log = logging.getLogger(__name__)
 
 WARMUP_VERSION = "3"  # bump when the warm-up runs different compiled code
 LOCK_NAME = "stave-warmup.lock"
-LOCK_WAIT_S = 900.0  # a cold compile of pYIN takes ~40 s on a slow machine; past this, warm without the lock
+LOCK_WAIT_S = 600.0  # a cold compile of pYIN takes ~40 s on a slow machine; past this, warm without the lock
+# (shorter than the engine's warm-up task timeout, so a stuck lock never costs the warm-up itself)
 
 _warmed: set[str] = set()  # the parts this process has warmed
 
@@ -164,7 +166,10 @@ def _exclusive(path: str, wait_s: float) -> Iterator[None]:
                 _lock(fd)
                 locked = True
                 break
-            except OSError:
+            except OSError as exc:
+                if exc.errno not in _HELD_ELSEWHERE:  # no locks on this file system (ENOLCK, EOPNOTSUPP...)
+                    log.warning("warm-up runs without its lock (%s): %s", path, exc)
+                    break
                 if time.monotonic() >= deadline:
                     log.warning("another process held %s for %.0f s: warming up without it", path, wait_s)
                     break
@@ -176,6 +181,8 @@ def _exclusive(path: str, wait_s: float) -> Iterator[None]:
                 _unlock(fd)
         os.close(fd)
 
+
+_HELD_ELSEWHERE = {errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES, errno.EDEADLK}  # EDEADLK: msvcrt's "locked"
 
 if os.name == "nt":  # pragma: no cover - exercised on Windows only
     import msvcrt

@@ -383,3 +383,21 @@ def test_many_row_groups_and_songs_from_several_sources_in_one_chunk(folder, mon
     assert got["bars"].column("song_id").to_pylist()[6:13] == ["s3-0000abcd"] * 2 + ["s4-0000abcd"] * 3 + [
         "s5-0000abcd"] * 2
     assert_publish_equals_rebuild(folder, got)
+
+
+def test_parts_from_a_stave_that_built_rows_differently_are_not_used(folder, monkeypatch):
+    from core.engine import dataset_parts
+
+    ids = folder.queue("a", "b", "c")
+    datasets = BatchDatasets(folder.store, folder.out, flush_every=2)
+    finish_and_tell(folder, datasets, ids)
+    assert datasets.publish() == {"songs": 3, "from_folders": 1}
+    monkeypatch.setattr(dataset_parts, "ROWS_VERSION", "999")  # as after an upgrade that builds rows differently
+    dataset_parts._format.cache_clear()
+    try:
+        assert BatchDatasets(folder.store, folder.out).publish() == {"songs": 3, "from_folders": 3}  # none reused
+        got = assert_datasets_are_the_folders(folder)
+        assert BatchDatasets(folder.store, folder.out).publish() == {"songs": 3, "from_folders": 0}  # its own: yes
+        assert_publish_equals_rebuild(folder, got)
+    finally:
+        dataset_parts._format.cache_clear()

@@ -9,8 +9,8 @@ import pytest
 
 from core.engine.executor import ProcessExecutor
 from core.resilience.cancel import CancelToken
-from core.resilience.errors import (Cancelled, ErrorKind, Severity, StageTimeout, WorkerCrashed, WorkersUnavailable,
-                                    classify)
+from core.resilience.errors import (Cancelled, ErrorKind, Severity, StageTimeout, StaveError, WorkerCrashed,
+                                    WorkersUnavailable, classify)
 from tests.core.engine import workfns
 
 
@@ -186,3 +186,27 @@ def test_start_never_raises_when_the_pool_cannot_launch(monkeypatch):
 
     monkeypatch.setattr(ex, "_get_pool", broken)
     ex.start()  # the first real task reports it
+
+
+def test_a_task_that_breaks_the_pool_is_a_crash_of_that_task_not_fatal():
+    # An exception that cannot be unpickled in the supervisor breaks pebble's pool: the task that ran is
+    # reported as a worker crash (it counts toward its file's quarantine), never as "no worker can start".
+    ex = ProcessExecutor(max_workers=1, grace_s=1.0)
+    try:
+        with pytest.raises(WorkerCrashed):
+            ex.run(workfns.raise_unpicklable, (), timeout_s=30)
+        assert ex.run(workfns.add, (1, 1), timeout_s=30) == 2  # a new pool serves the next task
+    finally:
+        ex.shutdown()
+
+
+def test_stage_exceptions_that_cannot_cross_processes_arrive_classified(executor):
+    from core.engine.stagegraph import StageContext, run_stage_in_worker
+
+    ctx = StageContext(job_id=1, stage="process", input_path="/x.wav", out_dir="/tmp", work_dir="/tmp",
+                       song_id="x", config={})
+    with pytest.raises(StaveError) as caught:
+        executor.run(run_stage_in_worker, ("tests.core.engine.workfns:stage_raising_unpicklable", ctx),
+                     timeout_s=30)
+    assert "answered 503" in str(caught.value)
+    assert executor.run(workfns.add, (2, 2), timeout_s=30) == 4  # and the pool was never broken

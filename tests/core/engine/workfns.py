@@ -43,3 +43,19 @@ def raise_own_timeout():
 def noop(*args):
     """A warm-up that does nothing."""
     return None
+
+
+class TwoArgError(Exception):
+    """Like urllib's HTTPError: its constructor takes arguments it does not keep in ``args``."""
+
+    def __init__(self, url, code):
+        super().__init__(f"{url} answered {code}")
+        self.url, self.code = url, code
+
+
+def raise_unpicklable(ctx=None):
+    raise TwoArgError("https://example.invalid/model", 503)
+
+
+def stage_raising_unpicklable(ctx):
+    raise TwoArgError("https://example.invalid/model", 503)

@@ -69,3 +69,18 @@ def test_no_cache_folder_means_no_lock(monkeypatch):
     monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
     with warmup.compile_guard(["analysis"], wait_s=0):
         pass  # nothing to lock: numba caches beside its own packages
+
+
+def test_a_file_system_without_locks_does_not_make_the_warm_up_wait(monkeypatch, tmp_path):
+    import errno
+
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
+
+    def no_locks(fd):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(warmup, "_lock", no_locks)
+    t0 = time.monotonic()
+    with warmup.compile_guard(["analysis"], wait_s=30):
+        pass
+    assert time.monotonic() - t0 < 5  # not the 30 s a held lock would be waited for
