@@ -152,8 +152,8 @@ def _run_batch(engine, batch_id: int, args) -> int:
     return print_summary(summary, engine.out_dir, json_mode=args.progress == "json")
 
 
-def _early_executor(workers: int):
-    """The worker pool, started first: its imports overlap loading the engine, the scan, preflight and the store."""
+def _start_workers(workers: int):
+    """The worker pool, started now: its imports overlap loading the engine, preflight and opening the store."""
     from core.engine.executor import ProcessExecutor
     from core.pipeline import WORKER_PRELOAD
 
@@ -163,35 +163,15 @@ def _early_executor(workers: int):
 
 
 def _run_process(args: argparse.Namespace) -> int:
-    settings = _load_settings()
-    executor = None
-    if all(os.path.lexists(p) for p in args.paths):  # else a usage error follows at once
-        executor = _early_executor(args.workers or settings.run.workers)
-    try:
-        return _process(args, settings, executor)
-    finally:
-        if executor is not None:
-            executor.shutdown()
-
-
-def _process(args: argparse.Namespace, settings, executor) -> int:
+    from core.engine.scan import display_path, scan
     from core.pipeline.config import ConfigError
-    from core.pipeline.stages import build_pipeline
 
+    settings = _load_settings()
     try:
         config = _pipeline_config(settings, args)
     except ConfigError as exc:
         print(f"stave: {exc}", file=sys.stderr)
         return 2
-    return _process_files(args, settings, config, build_pipeline(), executor)
-
-
-def _process_files(args: argparse.Namespace, settings, config, pipeline, executor) -> int:
-    from core.engine.batch import Engine
-    from core.engine.preflight import preflight
-    from core.engine.scan import display_path, scan
-    from core.engine.store import StoreError
-
     out_dir = os.path.abspath(args.out)
     paths = [os.path.abspath(p) for p in args.paths]
     missing = [p for p in paths if not os.path.lexists(p)]
@@ -204,6 +184,21 @@ def _process_files(args: argparse.Namespace, settings, config, pipeline, executo
         for s in found.skipped[:20]:
             print(f"  skipped {display_path(s.path)}: {s.reason}", file=sys.stderr)
         return 1
+    # Every early exit above needs no worker; from here on there is work, so the pool starts now.
+    executor = _start_workers(args.workers or settings.run.workers)
+    try:
+        return _process_files(args, settings, config, found, paths, out_dir, executor)
+    finally:
+        executor.shutdown()
+
+
+def _process_files(args: argparse.Namespace, settings, config, found, paths: list[str], out_dir: str,
+                   executor) -> int:
+    from core.engine.batch import Engine
+    from core.engine.preflight import preflight
+    from core.engine.store import StoreError
+    from core.pipeline.stages import build_pipeline
+
     if settings.run.preflight and not args.no_preflight:
         report = preflight([f.path for f in found.files], out_dir, config,
                            workers=args.workers or settings.run.workers)
@@ -216,7 +211,7 @@ def _process_files(args: argparse.Namespace, settings, config, pipeline, executo
             print("stave: starting anyway: the files above will fail with these reasons; the others are analysed.\n",
                   file=sys.stderr)
     try:
-        engine = Engine(out_dir, pipeline, _engine_options(settings, args.workers), executor=executor)
+        engine = Engine(out_dir, build_pipeline(), _engine_options(settings, args.workers), executor=executor)
     except StoreError as exc:
         print(f"stave: {exc}", file=sys.stderr)
         return 1

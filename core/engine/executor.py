@@ -103,6 +103,7 @@ class ProcessExecutor:
             self.env["NUMBA_CACHE_DIR"] = configure_numba_cache(dict(os.environ))
         self._lock = threading.Lock()
         self._pool: pebble.ProcessPool | None = None
+        self._starting: concurrent.futures.Future | None = None  # the task start() scheduled
         self.rebuilds = 0
 
     # -- pool lifecycle -------------------------------------------------------
@@ -141,11 +142,16 @@ class ProcessExecutor:
         raises :class:`WorkersUnavailable`.
         """
         try:
-            self._get_pool().schedule(os.getpid)  # pebble launches its workers on the first schedule
+            self._starting = self._get_pool().schedule(os.getpid)  # pebble launches its workers on the first one
         except Exception as exc:  # noqa: BLE001 - reported by the first real task
             log.debug("the worker pool did not start early: %s", exc)
 
     def shutdown(self) -> None:
+        starting, self._starting = self._starting, None
+        if starting is not None and not starting.done():
+            # Stopped while its workers were still starting (the command found a blocker, say): let them
+            # finish starting first, or the forkserver prints the traceback of a fork cut short.
+            concurrent.futures.wait([starting], timeout=15)
         with self._lock:
             pool, self._pool = self._pool, None
         if pool is not None:
