@@ -33,6 +33,15 @@ def _wav(folder, name, seed=0):
     return path
 
 
+def _inputs(tmp_path, n: int, prefix: str = "take"):
+    """A folder of ``n`` small WAV files named ``<prefix><i>.wav``."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(n):
+        _wav(folder, f"{prefix}{i}.wav", seed=i)
+    return folder
+
+
 def _engine(out, executor, clock, *, threshold=2, **opts):
     options = EngineOptions(workers=2, retry=RetryConfig(max_attempts=3, base_delay_s=0.01, max_delay_s=0.02),
                             breaker=BreakerConfig(failure_threshold=threshold, cooldown_s=60), **opts)
@@ -44,10 +53,7 @@ def _engine(out, executor, clock, *, threshold=2, **opts):
 
 
 def test_good_files_run_to_the_end(tmp_path, executor, clock):
-    inputs = tmp_path / "in"
-    inputs.mkdir()
-    for i in range(3):
-        _wav(inputs, f"take{i}.wav", seed=i)
+    inputs = _inputs(tmp_path, 3)
     with _engine(tmp_path / "out", executor, clock)[0] as engine:
         added = engine.add_paths([inputs], {"x": 1})
         summary = engine.run(added.batch_id)
@@ -254,10 +260,7 @@ def test_paused_batch_is_not_a_success():
 
 @pytest.mark.parametrize("warm_up", ["", "tests.core.engine.workfns:noop"])
 def test_workers_that_cannot_start_pause_the_batch_and_blame_no_file(tmp_path, clock, warm_up):
-    inputs = tmp_path / "in"
-    inputs.mkdir()
-    for i in range(3):
-        _wav(inputs, f"take{i}.wav", seed=i)
+    inputs = _inputs(tmp_path, 3)
     base = teststages.pipeline()
     pipeline = Pipeline(base.stages, base.config_to_dict, base.fingerprint, warm_up=warm_up,
                         preload=("tests.core.engine.boot_dies",))
@@ -279,10 +282,7 @@ def test_workers_that_cannot_start_pause_the_batch_and_blame_no_file(tmp_path, c
 def test_a_batch_killed_between_two_jobs_runs_again_as_a_resume(tmp_path, executor, clock):
     # Killed after a JobFinished and before the next job started: no job is left "running" to recover,
     # but the batch did start, so the run that finishes it is a resume.
-    inputs = tmp_path / "in"
-    inputs.mkdir()
-    for i in range(2):
-        _wav(inputs, f"take{i}.wav", seed=i)
+    inputs = _inputs(tmp_path, 2)
     engine, events = _engine(tmp_path / "out", executor, clock)
     with engine:
         added = engine.add_paths([inputs], {"x": 1})
@@ -296,9 +296,7 @@ def test_a_batch_killed_between_two_jobs_runs_again_as_a_resume(tmp_path, execut
 
 
 def test_a_new_batch_is_not_a_resume(tmp_path, executor, clock):
-    inputs = tmp_path / "in"
-    inputs.mkdir()
-    _wav(inputs, "take0.wav")
+    inputs = _inputs(tmp_path, 1)
     engine, events = _engine(tmp_path / "out", executor, clock)
     with engine:
         engine.run(engine.add_paths([inputs], {"x": 1}).batch_id)
