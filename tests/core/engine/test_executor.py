@@ -210,3 +210,31 @@ def test_stage_exceptions_that_cannot_cross_processes_arrive_classified(executor
                      timeout_s=30)
     assert "answered 503" in str(caught.value)
     assert executor.run(workfns.add, (2, 2), timeout_s=30) == 4  # and the pool was never broken
+
+
+def test_a_pool_broken_while_idle_is_stopped_before_it_is_replaced():
+    # One idle worker killed: pebble marks the pool broken; the replacement must not leave the other worker running.
+    ex = ProcessExecutor(max_workers=2, grace_s=1.0)
+    try:
+        pids = set()
+        deadline = time.monotonic() + 30
+        while len(pids) < 2 and time.monotonic() < deadline:  # two tasks at once land on both workers
+            results = []
+            threads = [threading.Thread(target=lambda: results.append(ex.run(workfns.hang_then_pid, (0.5,),
+                                                                             timeout_s=30))) for _ in range(2)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            pids |= set(results)
+        assert len(pids) == 2
+        victim, other = sorted(pids)
+        os.kill(victim, 9)
+        time.sleep(1.0)  # pebble notices the dead idle worker and breaks the pool
+        assert ex.run(workfns.add, (1, 2), timeout_s=30) == 3
+        deadline = time.monotonic() + 15
+        while _alive(other) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _alive(other)
+    finally:
+        ex.shutdown()

@@ -59,3 +59,8 @@ def raise_unpicklable(ctx=None):
 
 def stage_raising_unpicklable(ctx):
     raise TwoArgError("https://example.invalid/model", 503)
+
+
+def hang_then_pid(seconds):
+    time.sleep(seconds)
+    return os.getpid()
