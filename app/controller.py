@@ -267,8 +267,9 @@ class Controller(QObject, BatchControl):
 
     def _scan_job(self, out_dir: str, slot: BatchSlot, paths: list[str], token: CancelToken) -> ScanOutcome:
         engine = self._host.engine_for(out_dir, create=True)
-        engine.start_workers()  # files were dropped: the workers' imports overlap the scan and the person's Start
-        return scan_into(engine, slot, paths, self.recipe.config(self.settings), token)
+        config = self.recipe.config(self.settings)
+        engine.start_workers(config)  # files were dropped: the workers' start overlaps the scan and the person's Start
+        return scan_into(engine, slot, paths, config, token)
 
     def _on_scanned(self, token: CancelToken, run_after: bool, outcome: ScanOutcome) -> None:
         self._scans.discard(token)

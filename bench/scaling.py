@@ -42,6 +42,7 @@ os.environ.update({"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM
 import argparse  # noqa: E402
 import json  # noqa: E402
 import shutil  # noqa: E402
+import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -329,6 +330,18 @@ def report(args, n_files: int, audio_s: float, r: dict) -> None:
     p(f"  jobs phase vs the loop in this warm process            {100 * jobs_overhead:+7.1f}%")
     p(f"  whole Engine.run vs the loop in this warm process      {100 * warm_overhead:+7.1f}%   (pool start + "
       f"warm-up {e1['first_job_at_s']:.1f} s, which the warm loop never pays)")
+    if len(r["rounds"]) > 1:
+        per_round = [(o["engine1"]["jobs_s"] / o["engine2"]["jobs_s"], o["direct_s"] / o["pair_s"],
+                      o["cli1_s"] / o["loop_fresh_s"] - 1.0, o["engine1"]["jobs_s"] / o["direct_s"] - 1.0)
+                     for o in r["rounds"]]
+        p(f"  each round on its own (its runs side by side), median [lowest .. highest] of {len(per_round)}:")
+        for k, (name, fmt) in enumerate((("2 workers vs 1, jobs phase", "{:.2f}x"),
+                                         ("2 plain processes vs 1 loop", "{:.2f}x"),
+                                         ("overhead, stave process vs script", "{:+.1%}"),
+                                         ("overhead, jobs phase vs warm loop", "{:+.1%}"))):
+            values = sorted(v[k] for v in per_round)
+            p(f"    {name:38}{fmt.format(statistics.median(values)):>9}  "
+              f"[{fmt.format(values[0])} .. {fmt.format(values[-1])}]")
     label = f"resume {res['jobs']:,} done jobs (open + run to BatchFinished)"
     p(f"{label:57}{res['total_s']:7.2f} s  < {TARGET_RESUME_S:g} s     "
       f"{verdict(res['total_s'], TARGET_RESUME_S, higher_is_better=False)}")
@@ -346,11 +359,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=180.0, help="length of each synthesized song (full size)")
     ap.add_argument("--resume-jobs", type=int, default=None, help="jobs in the resumed batch (default 1000)")
     ap.add_argument("--repeat", type=int, default=None,
-                    help="run each timed engine/loop measurement this many times and keep the best (default 2; 1 "
-                         "with --quick)")
+                    help="rounds of the timed engine/loop measurements: the best of each is kept, and each round's "
+                         "own ratios are printed too (default 3; 1 with --quick)")
     args = ap.parse_args(argv)
     n_resume = args.resume_jobs or (100 if args.quick else 1000)
-    repeat = args.repeat or (1 if args.quick else 2)
+    repeat = args.repeat or (1 if args.quick else 3)
     if n_resume < 1 or repeat < 1 or args.songs < 1 or args.seconds < 5:
         ap.error("--resume-jobs, --repeat and --songs must be >= 1 and --seconds >= 5")
     from core.settings import configure_numba_cache
@@ -377,21 +390,24 @@ def main(argv: list[str] | None = None) -> int:
         warm()  # what the engine's warm-up compiles, so neither timed engine run compiles it
         _audio.warm_up("stave", tmp / "warm")
         _audio.warm_up("naive", tmp / "warm")
-        r = {}
+        r, rounds = {}, []
         for i in range(repeat):  # interleaved, so a burst of load elsewhere hurts one round, not one figure
             say(f"round {i + 1}/{repeat}: stage functions in a loop, engine with 1 then 2 workers, two plain "
                 f"processes, then stave process and a script from a standing start...")
-            best(r, "direct_s", run_direct(files, tmp / f"out-direct{i}", "stave"))
-            best(r, "engine1", run_engine(files, tmp / f"out-engine1-{i}", 1))
-            best(r, "engine2", run_engine(files, tmp / f"out-engine2-{i}", 2))
-            best(r, "pair_s", run_pair(files, tmp / f"out-pair{i}"))
-            best(r, "cli1_s", run_fresh_cli(files, tmp / f"out-cli{i}", 1, tmp / "config"))
-            best(r, "loop_fresh_s", run_fresh_loop(files, tmp / f"out-loop{i}"))
+            one = {"direct_s": run_direct(files, tmp / f"out-direct{i}", "stave"),
+                   "engine1": run_engine(files, tmp / f"out-engine1-{i}", 1),
+                   "engine2": run_engine(files, tmp / f"out-engine2-{i}", 2),
+                   "pair_s": run_pair(files, tmp / f"out-pair{i}"),
+                   "cli1_s": run_fresh_cli(files, tmp / f"out-cli{i}", 1, tmp / "config"),
+                   "loop_fresh_s": run_fresh_loop(files, tmp / f"out-loop{i}")}
+            rounds.append(one)
+            for key, value in one.items():
+                best(r, key, value)
         naive_files = files if args.quick else files[:max(1, len(files) // 4)]  # 4x slower: a quarter will do
         say(f"naive script on {len(naive_files)} file(s)...")
         r["naive_s"] = run_direct(naive_files, tmp / "out-naive", "naive")
         r["naive_audio_s"] = sum(_audio.duration_of(f) for f in naive_files)
-        r["repeat"], r["ceiling"] = repeat, r_ceiling
+        r["repeat"], r["ceiling"], r["rounds"] = repeat, r_ceiling, rounds
         say(f"resume of {n_resume} done jobs...")
         template = next(p.parent for p in (tmp / "out-engine1-0").glob("*/summary.json"))
         batch_id = build_done_batch(template, tmp / "out-resume", n_resume)

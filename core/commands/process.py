@@ -152,12 +152,13 @@ def _run_batch(engine, batch_id: int, args) -> int:
     return print_summary(summary, engine.out_dir, json_mode=args.progress == "json")
 
 
-def _start_workers(workers: int):
-    """The worker pool, started now: its imports overlap loading the engine, preflight and opening the store."""
+def _start_workers(workers: int, config):
+    """The worker pool, started now: its imports and first calls overlap loading the engine, preflight and
+    opening the store."""
     from core.engine.executor import ProcessExecutor
-    from core.pipeline import WORKER_PRELOAD
+    from core.pipeline import WORKER_PRELOAD, WORKER_WARM_START
 
-    executor = ProcessExecutor(workers, preload=WORKER_PRELOAD)
+    executor = ProcessExecutor(workers, preload=WORKER_PRELOAD, warm_start=(WORKER_WARM_START, config.to_dict()))
     executor.start()
     return executor
 
@@ -185,7 +186,7 @@ def _run_process(args: argparse.Namespace) -> int:
             print(f"  skipped {display_path(s.path)}: {s.reason}", file=sys.stderr)
         return 1
     # Every early exit above needs no worker; from here on there is work, so the pool starts now.
-    executor = _start_workers(args.workers or settings.run.workers)
+    executor = _start_workers(args.workers or settings.run.workers, config)
     try:
         return _process_files(args, settings, config, found, paths, out_dir, executor)
     finally:
@@ -245,7 +246,7 @@ def _run_resume(args: argparse.Namespace) -> int:
             engine.retry_failed(batch.id)
         counts = engine.store.counts(batch.id)
         if counts["pending"] or counts["running"]:  # else only the datasets remain: no worker is needed
-            engine.start_workers()
+            engine.start_workers(batch.config.get("pipeline") or {})
         return _run_batch(engine, batch.id, args)
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from core.engine import events as ev
+from core.engine.discard import TRASH_DIRNAME, Discarder
 from core.engine.executor import ProcessExecutor, StageExecutor
 from core.engine.folder_lock import FolderLock
 from core.engine.runner import JobOutcome, JobRunner, RunnerDeps
@@ -83,13 +84,15 @@ class Pipeline:
     def __init__(self, stages: Sequence[StageSpec], config_to_dict: Callable[[Any], dict],
                  fingerprint: Callable[[Mapping[str, Any], str], str],
                  availability: Callable[[], Mapping[str, Any]] = dict, warm_up: str = "",
-                 preload: Sequence[str] = ()):
+                 preload: Sequence[str] = (), warm_start: str = ""):
         self.stages = tuple(stages)
         self.config_to_dict = config_to_dict
         self.fingerprint = fingerprint
         self.availability = availability
         self.warm_up = warm_up  # "module:function(config)" each supervisor runs in a worker before its first job
         self.preload = tuple(preload)  # modules every worker imports when it starts
+        # "module:function(config)" every worker calls as it starts, after its imports: quick, never blocking
+        self.warm_start = warm_start
 
     @property
     def stage_names(self) -> tuple[str, ...]:
@@ -134,11 +137,22 @@ class Engine:
                 self._executor = ProcessExecutor(self.options.workers, preload=self.pipeline.preload)
             return self._executor
 
-    def start_workers(self) -> None:
-        """Start the worker pool now, in the background, so its imports overlap whatever comes next."""
+    def start_workers(self, config: Any = None) -> None:
+        """Start the worker pool now, in the background, so its imports (and, with ``config``, the first calls
+        of that config's stages) overlap whatever comes next."""
+        if config is not None:
+            self._set_warm_start(self.pipeline.config_to_dict(config))
         start = getattr(self.executor, "start", None)
         if start is not None:
             start()
+
+    def _set_warm_start(self, config: Mapping[str, Any]) -> None:
+        """Workers started from now on (replacements included) warm up for ``config`` as they start."""
+        if not self.pipeline.warm_start:
+            return
+        setter = getattr(self.executor, "set_warm_start", None)
+        if setter is not None:
+            setter((self.pipeline.warm_start, dict(config)))
 
     def _on_breaker(self, name, old, new, snapshot) -> None:
         self.bus.publish(ev.BreakerChanged(name, getattr(old, "value", str(old)), getattr(new, "value", str(new)),
@@ -148,6 +162,8 @@ class Engine:
         run = self._run
         if run is not None and not run.finished.is_set():
             run.pause("Stave was closed while the batch ran")
+            if not run.started:  # no supervisor ever came for it: this thread ends the run (saved as paused)
+                run.work()
             run.finished.wait(30)
         if self._own_executor and self._executor is not None:
             self._executor.shutdown()
@@ -197,6 +213,7 @@ class Engine:
             batch = self.store.get_batch(batch_id)
             recovered = self.store.recover_interrupted(batch_id)
             self._sweep_temps(batch_id)
+            discarder = self._sweep_work_folders()
             config = dict(batch.config.get("pipeline") or {})
             availability = dict(self.pipeline.availability())
             deps = RunnerDeps(
@@ -206,12 +223,36 @@ class Engine:
                 executor=None, breakers=self.breakers, retry=self.options.retry,  # executor set below
                 timeouts=AdaptiveTimeout(self.options.timeouts), bus=self.bus, availability=availability,
                 max_crashes=self.options.max_crashes, keep_work_files=self.options.keep_work_files,
-                clock=self.clock)
+                clock=self.clock, discard=discarder.discard)
             # A batch left "running" with no job running was killed between two jobs: that is a resume too.
             resumed = (batch.status is not BatchStatus.RUNNING or recovered.jobs > 0
                        or self.store.batch_started(batch_id))
-            self._run = BatchRun(self, batch_id, deps, resumed=resumed)
-            return self._run
+            run = self._run = BatchRun(self, batch_id, deps, resumed=resumed, discarder=discarder)
+        self._set_warm_start(config)  # (takes the lock itself)
+        return run
+
+    def _sweep_work_folders(self) -> Discarder:
+        """The run's discarder, with what a crash left to delete already queued: the trash, and the work
+        folders of jobs that finished cleanly (killed between recording the job and removing its folder)."""
+        discarder = Discarder(os.path.join(self.out_dir, ".stave", TRASH_DIRNAME))
+        discarder.sweep()
+        if self.options.keep_work_files:
+            return discarder
+        work = os.path.join(self.out_dir, ".stave", "work")
+        try:
+            with os.scandir(work) as entries:
+                folders = {int(m.group(1)): e.path for e in entries
+                           if (m := _WORK_DIR.fullmatch(e.name)) and e.is_dir(follow_symlinks=False)}
+        except OSError:
+            return discarder
+        for job_id, path in sorted(folders.items()):
+            try:
+                job = self.store.job(job_id)
+            except KeyError:
+                continue  # not ours to judge
+            if job.status is JobStatus.DONE and not job.degraded:  # degraded jobs keep theirs for a re-run
+                discarder.discard(path)
+        return discarder
 
     def _sweep_temps(self, batch_id: int) -> None:
         """Remove what writes killed mid-way left (``.name.<hex>.tmp.ext``): we hold the folder's lock,
@@ -301,6 +342,8 @@ class Engine:
 
 
 _SONG_DIR = re.compile(r".+-[0-9a-f]{8}$")
+_WORK_DIR = re.compile(r"job-([0-9]+)")
+_DISCARD_DRAIN_S = 60.0  # at the end of a run; what is left then goes at the next run's start
 _WARM_UP_TIMEOUT_S = 900.0  # a first compile on a slow machine, waiting for another process's compile
 
 
@@ -314,8 +357,10 @@ def _provisional_id(path: str) -> str:
 class BatchRun:
     """One run of one batch. Thread-safe; ``work()`` may be called from several threads."""
 
-    def __init__(self, engine: Engine, batch_id: int, deps: RunnerDeps, *, resumed: bool):
+    def __init__(self, engine: Engine, batch_id: int, deps: RunnerDeps, *, resumed: bool,
+                 discarder: Discarder | None = None):
         self.engine = engine
+        self.discarder = discarder
         self.batch_id = batch_id
         self.deps = deps
         self.resumed = resumed
@@ -367,6 +412,12 @@ class BatchRun:
             token = self._job_tokens.get(job_id)
         if token is not None:
             token.cancel("job cancelled")
+
+    @property
+    def started(self) -> bool:
+        """A supervisor has taken up this run."""
+        with self._lock:
+            return self._started
 
     @property
     def stopping(self) -> bool:
@@ -506,6 +557,8 @@ class BatchRun:
             counts = store.counts(self.batch_id)
         except Exception:
             log.exception("could not close batch %s cleanly in %s", self.batch_id, self.engine.out_dir)
+        if self.discarder is not None and not self.discarder.drain(_DISCARD_DRAIN_S):
+            log.warning("finished jobs' work folders are still being deleted; the rest goes at the next run")
         elapsed = self.engine.clock.monotonic() - self.t0
         if status is BatchStatus.PAUSED:
             self.engine.bus.publish(ev.BatchPaused(self.batch_id, self.pause_reason))

@@ -53,13 +53,33 @@ class StageExecutor(Protocol):
     def shutdown(self) -> None: ...
 
 
-def _worker_init(env: dict[str, str], preload: tuple[str, ...] = ()) -> None:
+class _WarmStart:
+    """What a worker calls as it starts. Mutable on purpose: pebble pickles a pool's initializer arguments
+    each time it launches a worker, so a replacement started later reads the value current then."""
+
+    __slots__ = ("spec",)
+
+    def __init__(self, spec: tuple[str, Any] | None):
+        self.spec = spec
+
+    def __reduce__(self):
+        return _WarmStart, (self.spec,)
+
+
+def _worker_init(env: dict[str, str], preload: tuple[str, ...] = (), warm_start: _WarmStart | None = None) -> None:
     os.environ.update(env)
     for module in preload:  # pay for heavy imports when the worker starts, in parallel, not in the first stage
         try:
             importlib.import_module(module)
         except Exception as exc:  # the stage that needs it will report the problem
             log.warning("worker could not preload %s: %s", module, exc)
+    if warm_start is not None and warm_start.spec is not None:  # first calls too, in every worker
+        fn_path, arg = warm_start.spec
+        try:
+            module, _, name = fn_path.partition(":")
+            getattr(importlib.import_module(module), name)(arg)
+        except Exception as exc:  # the stages will report whatever is really wrong
+            log.warning("worker warm-up at start failed: %s", exc)
     # A worker ignores Ctrl-C: the supervisor decides what a Ctrl-C means.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     children.install_sigterm_handler()  # a stopped worker takes the tools it started with it
@@ -84,7 +104,7 @@ class ProcessExecutor:
 
     def __init__(self, max_workers: int = 2, *, context: str | None = None, grace_s: float = 5.0,
                  poll_s: float = 0.05, env: dict[str, str] | None = None, preload: tuple[str, ...] = (),
-                 start_timeout_s: float = 180.0):
+                 start_timeout_s: float = 180.0, warm_start: tuple[str, Any] | None = None):
         if max_workers < 1:
             raise ValueError("max_workers must be at least 1")
         self.max_workers = max_workers
@@ -95,6 +115,8 @@ class ProcessExecutor:
         self.poll_s = poll_s
         self.start_timeout_s = start_timeout_s  # no worker took the task by then: the pool cannot start
         self.preload = tuple(preload)
+        # ("module:function", argument) every worker calls as it starts, after its imports; see set_warm_start
+        self._warm_start = _WarmStart(warm_start)
         self.env = {**_WORKER_ENV, **(env or {})}
         if "NUMBA_CACHE_DIR" not in self.env:
             from core.settings import configure_numba_cache
@@ -115,10 +137,19 @@ class ProcessExecutor:
                 self._pool = pebble.ProcessPool(
                     max_workers=self.max_workers,
                     initializer=_worker_init,
-                    initargs=(self.env, self.preload),
+                    initargs=(self.env, self.preload, self._warm_start),
                     context=multiprocessing.get_context(self.context),
                 )
             return self._pool
+
+    def set_warm_start(self, warm_start: tuple[str, Any] | None) -> None:
+        """What workers started from now on (replacements included) call as they start; running ones are
+        left as they are.
+
+        It must be quick and must never block: it runs before the worker takes
+        any task, inside the start timeout.
+        """
+        self._warm_start.spec = warm_start
 
     def rebuild(self, reason: str) -> None:
         """Throw the pool away (killing its workers) and start afresh on next use."""

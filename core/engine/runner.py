@@ -80,6 +80,8 @@ class RunnerDeps:
     max_crashes: int = 2
     keep_work_files: bool = False
     clock: Clock = SYSTEM_CLOCK
+    # removes a finished job's work folder; the engine's moves it aside and deletes it in the background
+    discard: Callable[[str], None] | None = None
 
 
 class JobRunner:
@@ -246,7 +248,10 @@ class JobRunner:
             return self._job_failed(job, state["stage"], engine_classify(exc), exc, t_job, ran)
         if not d.keep_work_files and not degraded:
             # a degraded job keeps its intermediates, so "re-run degraded" redoes only what was degraded
-            shutil.rmtree(work_dir, ignore_errors=True)
+            if d.discard is not None:
+                d.discard(work_dir)
+            else:
+                shutil.rmtree(work_dir, ignore_errors=True)
         outcome = JobOutcome(job.id, JobStatus.DONE, degraded_reasons=tuple(degraded),
                              elapsed_s=d.clock.monotonic() - t_job, audio_s=state["audio_s"] or 0.0,
                              ran_stages=tuple(ran))

@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 from core.engine.batch import Pipeline
 from core.engine.stagegraph import BackendPlan, StageSpec
-from core.pipeline import WORKER_PRELOAD
+from core.pipeline import WORKER_PRELOAD, WORKER_WARM_START
 from core.pipeline.config import PipelineConfig
 
 _FNS = "core.pipeline.stage_fns"
@@ -73,4 +73,4 @@ def _fingerprint(config: Mapping[str, Any], stage: str) -> str:
 def build_pipeline() -> Pipeline:
     return Pipeline(STAGES, config_to_dict=_config_to_dict, fingerprint=_fingerprint, availability=availability,
                     warm_up="core.pipeline.warmup:warm",
-                    preload=WORKER_PRELOAD)
+                    preload=WORKER_PRELOAD, warm_start=WORKER_WARM_START)

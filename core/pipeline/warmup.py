@@ -1,7 +1,9 @@
 """Warm a worker before it takes stages: first-call costs and numba's compiled code, compiled safely.
 
-Each worker process runs :func:`warm` once (the engine hands one warm-up task
-to every supervisor before its first job, so the workers warm in parallel).
+Each worker process runs :func:`warm_cached` as it starts (what the cache
+already holds compiled) and :func:`warm` before its supervisor's first job
+(the engine hands one warm-up task to every supervisor, so the workers warm in
+parallel; for a worker already warm it does nothing).
 It runs the batch's own stage functions, ingest to export, on a few seconds
 of synthesized sound in a temporary folder (and pYIN when the batch
 transcribes), so that neither their first-call costs (loading compiled code,
@@ -113,6 +115,26 @@ def warm(config: Mapping | None = None) -> float:
         for part in todo:
             PARTS[part](config)
             _warmed.add(part)
+    return time.perf_counter() - t0
+
+
+def warm_cached(config: Mapping | None = None) -> float:
+    """Warm the parts whose compiled code is already in numba's cache; seconds taken.
+
+    What a worker runs as it starts (before it takes any task): it never takes
+    the compile lock and never compiles into a cold cache, so it cannot keep a
+    worker from starting; the parts it leaves are warmed by :func:`warm`.
+    """
+    cache_dir = os.environ.get("NUMBA_CACHE_DIR", "")
+    if not cache_dir:
+        return 0.0
+    todo = [p for p in parts_for(config) if p not in _warmed and os.path.exists(_marker(cache_dir, p))]
+    if not todo:
+        return 0.0
+    t0 = time.perf_counter()
+    for part in todo:
+        PARTS[part](config)
+        _warmed.add(part)
     return time.perf_counter() - t0
 
 

@@ -155,9 +155,10 @@ def test_killed_batch_resumes_to_exactly_the_uninterrupted_result(tmp_path, refe
         stages = Counter(a["stage"] for a in per_job[job_id])
         assert set(stages.values()) == {1}, (job_id, stages)
 
-    # 6. no partial or temp files anywhere, no work folders left behind
-    work = out / ".stave" / "work"
-    assert not (work.exists() and any(work.iterdir())), sorted(p.name for p in work.iterdir())
+    # 6. no partial or temp files anywhere, no work folders left behind (nor in the trash they go through)
+    for name in ("work", "trash"):
+        folder = out / ".stave" / name
+        assert not (folder.exists() and any(folder.iterdir())), (name, sorted(p.name for p in folder.iterdir()))
     leftovers = tmp_leftovers(out)
     assert not leftovers, f"temp files survived the resume: {leftovers}"
 

@@ -238,3 +238,45 @@ def test_a_pool_broken_while_idle_is_stopped_before_it_is_replaced():
         assert not _alive(other)
     finally:
         ex.shutdown()
+
+
+def test_every_worker_warms_up_as_it_starts(tmp_path):
+    # Two workers, each warming itself before its first task, whichever tasks they get.
+    ex = ProcessExecutor(max_workers=2, grace_s=1.0, warm_start=("tests.core.engine.workfns:note_start", str(tmp_path)))
+    try:
+        ex.start()
+        first = {ex.run(workfns.pid, (), timeout_s=30) for _ in range(4)}
+        deadline = time.monotonic() + 30
+        while len(list(tmp_path.glob("warm-*"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)  # the second worker may have started after the first took every task
+        warmed = {int(p.name.split("-")[1]) for p in tmp_path.glob("warm-*")}
+        assert len(warmed) == 2 and first <= warmed
+    finally:
+        ex.shutdown()
+
+
+def test_a_replacement_worker_warms_up_with_what_set_warm_start_says_now(tmp_path):
+    first, later = tmp_path / "first", tmp_path / "later"
+    first.mkdir()
+    later.mkdir()
+    ex = ProcessExecutor(max_workers=1, grace_s=1.0, warm_start=("tests.core.engine.workfns:note_start", str(first)))
+    try:
+        pid = ex.run(workfns.pid, (), timeout_s=30)
+        assert (first / f"warm-{pid}").exists()
+        ex.set_warm_start(("tests.core.engine.workfns:note_start", str(later)))
+        with pytest.raises(WorkerCrashed):
+            ex.run(workfns.crash_segv, (), timeout_s=30)
+        replacement = ex.run(workfns.pid, (), timeout_s=30)
+        assert replacement != pid and (later / f"warm-{replacement}").exists()  # warmed before it ran anything
+        assert [p.name for p in first.iterdir()] == [f"warm-{pid}"]
+    finally:
+        ex.shutdown()
+
+
+def test_a_failing_start_up_warm_does_not_keep_the_worker_from_working():
+    ex = ProcessExecutor(max_workers=1, grace_s=1.0, warm_start=("tests.core.engine.workfns:fail_start", None))
+    try:
+        assert ex.run(workfns.add, (2, 2), timeout_s=30) == 4
+        assert ex.rebuilds == 0
+    finally:
+        ex.shutdown()

@@ -64,3 +64,13 @@ def stage_raising_unpicklable(ctx):
 def hang_then_pid(seconds):
     time.sleep(seconds)
     return os.getpid()
+
+
+def note_start(folder):
+    """A worker's start-up warm: leave a file named after this process in ``folder``."""
+    with open(os.path.join(folder, f"warm-{os.getpid()}"), "w") as f:
+        f.write(str(time.time()))
+
+
+def fail_start(_arg):
+    raise RuntimeError("this library will not load")

@@ -5,15 +5,24 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from core.pipeline import warmup
 
 
-def test_a_process_warms_each_part_once(monkeypatch, tmp_path):
+@pytest.fixture
+def fake_parts(monkeypatch, tmp_path):
+    """Parts that only record being run, a fresh process's memory of them, and a numba cache in tmp_path."""
     monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path))
-    calls = []
+    calls: list[str] = []
     monkeypatch.setattr(warmup, "PARTS", {"analysis": lambda config: calls.append("analysis"),
                                           "pyin": lambda config: calls.append("pyin")})
     monkeypatch.setattr(warmup, "_warmed", set())
+    return calls
+
+
+def test_a_process_warms_each_part_once(fake_parts):
+    calls = fake_parts
     warmup.warm({"transcribe": False})
     warmup.warm({"transcribe": False})
     assert calls == ["analysis"]
@@ -84,3 +93,26 @@ def test_a_file_system_without_locks_does_not_make_the_warm_up_wait(monkeypatch,
     with warmup.compile_guard(["analysis"], wait_s=30):
         pass
     assert time.monotonic() - t0 < 5  # not the 30 s a held lock would be waited for
+
+
+def test_the_start_up_warm_only_runs_what_the_cache_already_holds(fake_parts, tmp_path):
+    """What a worker does as it starts must never compile into a cold cache nor wait for the compile lock."""
+    calls = fake_parts
+    lock = tmp_path / warmup.LOCK_NAME
+    assert warmup.warm_cached({"transcribe": True}) == 0.0 and calls == []  # a cold cache: left to warm()
+    assert not lock.exists()  # it did not even touch the lock
+    with open(warmup._marker(str(tmp_path), "analysis"), "w") as f:  # another process compiled analysis
+        f.write("1")
+    warmup.warm_cached({"transcribe": True})
+    assert calls == ["analysis"] and warmup._warmed == {"analysis"} and not lock.exists()
+    warmup.warm({"transcribe": True})  # the engine's warm-up task then does only what is left, under the lock
+    assert calls == ["analysis", "pyin"]
+    warmup.warm_cached({"transcribe": True})
+    assert calls == ["analysis", "pyin"]
+
+
+def test_no_cache_folder_means_no_start_up_warm(monkeypatch):
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    monkeypatch.setattr(warmup, "PARTS", {"analysis": lambda config: 1 / 0, "pyin": lambda config: 1 / 0})
+    monkeypatch.setattr(warmup, "_warmed", set())
+    assert warmup.warm_cached({}) == 0.0
