@@ -147,6 +147,51 @@ def test_a_pool_that_cannot_be_launched_is_unavailable(monkeypatch):
         ex.run(workfns.add, (1, 2), timeout_s=5)
 
 
+class _BrokenPool:
+    """A pool in pebble's ERROR state: one of its threads died (another task's doing); it refuses new tasks."""
+
+    active = True
+
+    def __init__(self):
+        self.stopped = threading.Event()
+
+    def schedule(self, *a, **kw):
+        raise RuntimeError("Unexpected error within the Pool")
+
+    def stop(self):
+        self.stopped.set()
+
+    def join(self, timeout=None):
+        pass
+
+
+def test_a_pool_found_broken_when_a_task_is_handed_over_is_replaced_and_the_task_runs():
+    ex = ProcessExecutor(max_workers=1, grace_s=1.0)
+    broken = ex._pool = _BrokenPool()
+    try:
+        assert ex.run(workfns.add, (2, 3), timeout_s=30) == 5  # on a new pool, not blamed on the task
+        assert ex.rebuilds == 1 and broken.stopped.wait(5) and ex._pool is not broken
+    finally:
+        ex.shutdown()
+
+
+def test_a_pool_that_is_broken_every_time_makes_workers_unavailable(monkeypatch):
+    ex = ProcessExecutor(max_workers=1)
+    made: list[_BrokenPool] = []
+
+    def get_pool():
+        with ex._lock:
+            if ex._pool is None:
+                ex._pool = _BrokenPool()
+                made.append(ex._pool)
+            return ex._pool
+
+    monkeypatch.setattr(ex, "_get_pool", get_pool)
+    with pytest.raises(WorkersUnavailable, match="broke three times"):
+        ex.run(workfns.add, (1, 2), timeout_s=5)
+    assert len(made) == 3 and all(p.stopped.wait(5) for p in made)
+
+
 def test_the_deadline_runs_from_when_a_worker_takes_the_task(monkeypatch):
     # The worker needs ~2.5 s to start; the task has 1 s. Counting from submission the watchdog would kill it;
     # counting from when a worker took it, it finishes well inside its time.
