@@ -70,9 +70,10 @@ def main(argv: list[str] | None = None, *, recipe=None) -> int:
 
     from app.controller import Controller, EngineRecipe
     from app.main_window import MainWindow
-    from core.logs import setup_logging
+    from core.logs import enable_crash_traces, setup_logging
 
     setup_logging()
+    enable_crash_traces()  # a native crash (Qt, a C extension) leaves every thread's stack in the log folder
     app = QApplication.instance() or QApplication([sys.argv[0]])
     app.setApplicationName("Stave")
     app.setOrganizationName("Stave")

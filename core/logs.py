@@ -8,10 +8,19 @@ a marker on them, so this module keeps no state of its own.
 
 Only the supervising process should call it: worker processes writing to the
 same rotating file would race on rotation.
+
+``enable_crash_traces()`` covers what logging cannot: a native crash (a
+segfault or abort in a C extension) kills the process before any handler
+runs, so ``faulthandler`` writes every thread's Python stack into
+``<log_dir>/crash-<pid>.log``. The file is removed at a clean exit, so what is
+left in the log folder is a crash to report.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import faulthandler
 import logging
 import logging.handlers
 import os
@@ -167,10 +176,59 @@ def tail_log(n: int = 200, path: str | os.PathLike[str] | None = None, *,
     return [line.decode("utf-8", errors="replace") for line in lines]
 
 
+CRASH_PREFIX = "crash-"
+_crash_file = None  # kept open: faulthandler writes to its descriptor when the process dies
+
+
+def enable_crash_traces(log_dir: str | os.PathLike[str] | None = None) -> Path | None:
+    """Dump every thread's Python stack to ``<log_dir>/crash-<pid>.log`` if this process dies of a native crash.
+
+    Call once, early, in the window or the command (not in workers: the engine
+    classifies their crashes). Empty files that processes killed outright left
+    behind are swept; this process's own file goes at a clean exit. Returns the
+    file, or None if the log folder cannot be written (never raises).
+    """
+    global _crash_file
+    folder = Path(log_dir) if log_dir is not None else _default_log_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        _sweep_empty_crash_files(folder)
+        path = folder / f"{CRASH_PREFIX}{os.getpid()}.log"
+        f = open(path, "w", encoding="utf-8")  # noqa: SIM115 - must stay open for the life of the process
+    except OSError as exc:
+        logging.getLogger(__name__).warning("crash traces are off: %s", exc)
+        return None
+    faulthandler.enable(file=f, all_threads=True)
+    if _crash_file is not None:
+        _crash_file.close()
+    _crash_file = f
+    atexit.register(_drop_crash_file, path)
+    return path
+
+
+def _drop_crash_file(path: Path) -> None:
+    """At a clean exit: nothing crashed, so the (empty) file goes."""
+    with contextlib.suppress(OSError):
+        if path.stat().st_size == 0:
+            path.unlink()
+
+
+def _sweep_empty_crash_files(folder: Path) -> None:
+    import psutil
+
+    for path in folder.glob(f"{CRASH_PREFIX}*.log"):
+        pid = path.stem[len(CRASH_PREFIX):]
+        with contextlib.suppress(OSError, ValueError):
+            if path.stat().st_size == 0 and not psutil.pid_exists(int(pid)):
+                path.unlink()
+
+
 __all__ = [
     "BACKUP_COUNT",
+    "CRASH_PREFIX",
     "LOG_FILE",
     "MAX_BYTES",
+    "enable_crash_traces",
     "log_file_path",
     "remove_logging",
     "setup_logging",

@@ -96,10 +96,11 @@ def _engine_options(settings, workers: int | None):
 
 
 def _load_settings():
-    from core.logs import setup_logging
+    from core.logs import enable_crash_traces, setup_logging
     from core.settings import SettingsStore
 
     setup_logging(console=False)  # the progress display speaks on the terminal; the log file keeps the rest
+    enable_crash_traces()
 
     loaded = SettingsStore().load()
     for warning in loaded.warnings:

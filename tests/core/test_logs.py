@@ -167,3 +167,47 @@ def test_tail_log_defaults_to_the_configured_file(tmp_path):
         logging.getLogger("stave.tail").warning("event %d", i)
     _flush()
     assert [line.rsplit(" ", 1)[-1] for line in tail_log(2)] == ["3", "4"]
+
+
+_CRASHER = """
+import os, sys, faulthandler
+sys.path.insert(0, {root!r})
+from core.logs import enable_crash_traces
+path = enable_crash_traces(sys.argv[1])
+print(path, flush=True)
+if sys.argv[2] == "crash":
+    faulthandler._sigsegv()  # what a bug in a C extension does
+"""
+
+
+def _run_crasher(log_dir, how):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[2])
+    return subprocess.run([sys.executable, "-c", _CRASHER.format(root=root), str(log_dir), how],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_a_native_crash_leaves_every_threads_stack_in_the_log_folder(tmp_path):
+    proc = _run_crasher(tmp_path, "crash")
+    assert proc.returncode != 0
+    [crash] = list(tmp_path.glob("crash-*.log"))
+    assert crash.name == f"crash-{proc.stdout.strip().rsplit('crash-', 1)[1]}"
+    text = crash.read_text()
+    assert "Segmentation fault" in text and "<string>" in text  # the fault and the Python line that caused it
+
+
+def test_a_clean_exit_leaves_no_crash_file_and_stale_empty_ones_are_swept(tmp_path):
+    (tmp_path / "crash-999999999.log").write_text("")  # left by a process killed outright: no such pid now
+    (tmp_path / "crash-999999998.log").write_text("Fatal Python error: Aborted\n")  # a real crash: kept
+    proc = _run_crasher(tmp_path, "exit")
+    assert proc.returncode == 0, proc.stderr
+    assert [p.name for p in tmp_path.glob("crash-*.log")] == ["crash-999999998.log"]
+
+
+def test_an_unwritable_log_folder_turns_crash_traces_off_quietly(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert core.logs.enable_crash_traces(blocker / "logs") is None
