@@ -17,6 +17,12 @@
 
 Problems whose kind has warning severity (an empty or too-short file) and
 checks that could not be made are warnings; the rest are blockers.
+
+This module checks the files and the output folder and runs the whole
+preflight; the report's types and text are in
+:mod:`core.engine.preflight_report`, the disk and memory estimates and checks
+in :mod:`core.engine.preflight_resources`. Their public names are importable
+from here too.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -37,213 +43,17 @@ import numpy as np
 import psutil
 import soundfile as sf
 
+from core.engine.preflight_report import _MIB, Estimates, PreflightLimits, PreflightReport, Problem, _FileCheck
+from core.engine.preflight_resources import (_check_disk, _check_memory, _guess_disk_bytes, estimate_disk_bytes,
+                                             estimate_peak_memory)
 from core.engine.scan import display_path
 from core.ffmpeg import find_ffmpeg
 from core.pipeline.config import PipelineConfig
 from core.pipeline.ingest import ProbeInfo, _wav_declared_frames, probe
-from core.resilience.errors import (ErrorInfo, ErrorKind, InputError, Severity, StaveError, classify,
-                                    classify_exit, info_for)
+from core.resilience.errors import ErrorKind, InputError, StaveError, classify, classify_exit, info_for
 
 __all__ = ["Estimates", "PreflightLimits", "PreflightReport", "Problem", "estimate_disk_bytes",
            "estimate_peak_memory", "preflight"]
-
-_MIB = 1 << 20
-_GIB = 1 << 30
-N_STEMS = 4  # Demucs' drums, bass, other, vocals
-FEATURE_ROWS_EXTRA = 12 + 10  # chroma + spectral/onset/RMS rows stored beside the MFCCs
-PER_FILE_OUTPUT_BYTES = 256 * 1024  # summary.json, beats.csv, bars rows, logs
-TRANSCRIBE_BYTES_PER_S = 86 * 88 * 4 * 3  # Basic Pitch: 3 float32 posteriorgrams, 88 keys, ~86 frames/s
-_SAMPLES_BYTES = 4  # float32
-
-
-# --- settings and results ---------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PreflightLimits:
-    """How much preflight reads and where it draws the lines."""
-
-    decode_s: float = 2.0  # seconds decoded from the start of each file
-    tail_s: float = 1.0  # seconds read from the end (soundfile formats)
-    threads: int = 4  # concurrent file checks (I/O bound)
-    ffmpeg_timeout_s: float = 20.0  # one ffmpeg decode of decode_s seconds
-    disk_warn_ratio: float = 1.5  # warn when free < estimate * ratio ...
-    disk_reserve_bytes: int = 512 * _MIB  # ... or when less than this would remain
-    memory_warn_ratio: float = 0.8  # warn when the estimate exceeds this share of available memory
-    worker_base_bytes: int = 300 * _MIB  # a worker process with numpy, librosa and numba loaded
-
-    def __post_init__(self) -> None:
-        problems = [f"{name}: must be > 0, got {getattr(self, name)!r}"
-                    for name in ("decode_s", "threads", "ffmpeg_timeout_s")
-                    if not getattr(self, name) > 0]
-        problems += [f"{name}: must be >= 0, got {getattr(self, name)!r}"
-                     for name in ("tail_s", "disk_reserve_bytes", "worker_base_bytes") if not getattr(self, name) >= 0]
-        if not self.disk_warn_ratio >= 1:
-            problems.append(f"disk_warn_ratio: must be >= 1, got {self.disk_warn_ratio!r}")
-        if not 0 < self.memory_warn_ratio <= 1:
-            problems.append(f"memory_warn_ratio: must be in (0, 1], got {self.memory_warn_ratio!r}")
-        if problems:
-            raise ValueError("invalid preflight limits: " + "; ".join(problems))
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing that stops (blocker) or endangers (warning) the batch. ``area``: files, disk or memory."""
-
-    path: str | None
-    kind: ErrorKind
-    reason: str
-    suggestion: str
-    area: str = "files"
-
-    @classmethod
-    def from_info(cls, info: ErrorInfo, path: str | None, area: str = "files") -> "Problem":
-        return cls(path, info.kind, info.reason, info.suggestion, area)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "kind": self.kind.value}
-
-
-@dataclass(frozen=True)
-class Estimates:
-    """What the batch is expected to need (bytes); ``None`` where it could not be measured."""
-
-    disk_needed_bytes: int = 0
-    disk_free_bytes: int | None = None
-    disk_extrapolated: bool = False  # some files were not checked: their share is guessed from their size
-    memory_per_file_bytes: int = 0  # the largest file's peak in one worker, without its baseline
-    memory_needed_bytes: int = 0  # the largest files running at once, plus each worker's baseline
-    memory_available_bytes: int | None = None
-    workers: int = 1
-
-
-@dataclass
-class PreflightReport:
-    """Everything preflight found; ``ok`` when nothing blocks the batch."""
-
-    blockers: list[Problem] = field(default_factory=list)
-    warnings: list[Problem] = field(default_factory=list)
-    files_total: int = 0
-    files_ok: int = 0  # checked and without any problem
-    files_unchecked: int = 0  # not reached within the time budget
-    total_duration_s: float = 0.0  # of the checked files
-    longest_path: str | None = None
-    longest_duration_s: float = 0.0
-    estimates: Estimates = field(default_factory=Estimates)
-    out_dir: str = ""
-    elapsed_s: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return not self.blockers
-
-    @property
-    def blocked_paths(self) -> list[str]:
-        """Files with a blocker, in report order, each once."""
-        return list(dict.fromkeys(p.path for p in self.blockers if p.area == "files" and p.path))
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["blockers"] = [p.to_dict() for p in self.blockers]
-        d["warnings"] = [p.to_dict() for p in self.warnings]
-        d["ok"] = self.ok
-        return d
-
-    def format_text(self) -> str:
-        """Every blocker, then every warning, grouped by area; for a person."""
-        return _format_report(self)
-
-
-# --- estimates ------------------------------------------------------------------------
-
-
-def _channels(info: ProbeInfo) -> int:
-    return info.channels if info.channels > 0 else 2  # unknown: assume stereo
-
-
-def estimate_disk_bytes(info: ProbeInfo, config: PipelineConfig) -> int:
-    """Bytes one file adds to the output drive: work files plus outputs.
-
-    Per audio minute, with A = ``analysis_sr``, N = the file's rate, C = its
-    channels (float32 everywhere, the worst case):
-
-    - the analysis-rate mono work file: 60·A·4 (5.3 MB at 22050 Hz);
-    - frame features, once as work files and once in the outputs:
-      2 · (60·A/hop) · (n_mfcc + 22 rows) · 4 (0.9 MB at the defaults);
-    - a native-rate copy when ``config.needs_native_audio``: 60·N·C·4 (21 MB at 44.1 kHz stereo);
-    - ``separate``: 4 stems as work files, 4·60·N·C·4 (85 MB); ``keep_stems``: as much again;
-    - ``export_bar_audio``: the audio once more, cut into bars: 60·N·C·4;
-    - ``transcribe``: Basic Pitch's posteriorgrams, 60·86·88·4·3 (5.4 MB);
-
-    plus 256 KiB per file for JSON, CSV and Parquet rows.
-    """
-    d = max(info.duration_s, 0.0)
-    native = d * info.sample_rate * _channels(info) * _SAMPLES_BYTES
-    analysis = d * config.analysis_sr * _SAMPLES_BYTES
-    frames = d * config.analysis_sr / config.hop_length
-    total = analysis + 2 * frames * (config.n_mfcc + FEATURE_ROWS_EXTRA) * _SAMPLES_BYTES + PER_FILE_OUTPUT_BYTES
-    if config.needs_native_audio:
-        total += native
-    if config.separate:
-        total += N_STEMS * native * (2 if config.keep_stems else 1)
-    if config.export_bar_audio:
-        total += native
-    if config.transcribe:
-        total += d * TRANSCRIBE_BYTES_PER_S
-    return int(math.ceil(total))
-
-
-def estimate_peak_memory(info: ProbeInfo, config: PipelineConfig) -> int:
-    """Peak bytes one worker holds for one file, not counting the worker's own baseline.
-
-    - the decoded file, float32 at its native rate: C·N·4 per second;
-    - a mono mix at the native rate (C > 1): N·4;
-    - three analysis-rate mono copies (resampled, trimmed/normalised, percussive): 3·A·4;
-    - one STFT as complex64 plus its float32 magnitude:
-      (n_fft/2 + 1) · (A/hop + 1) · (8 + 4) bytes per second's frames;
-    - ``separate``: 4 native-rate stems (4·C·N·4) and HPSS' two complex64 STFTs;
-    - ``transcribe``: Basic Pitch's posteriorgrams.
-
-    Demucs' model weights are not included (the health report covers Demucs).
-    """
-    d = max(info.duration_s, 0.0)
-    ch = _channels(info)
-    n, a = d * info.sample_rate, d * config.analysis_sr
-    bins, frames = config.n_fft // 2 + 1, a / config.hop_length + 1
-    total = ch * n * _SAMPLES_BYTES + (n * _SAMPLES_BYTES if ch > 1 else 0) + 3 * a * _SAMPLES_BYTES
-    total += bins * frames * (8 + 4)
-    if config.separate:
-        total += N_STEMS * ch * n * _SAMPLES_BYTES + 2 * 8 * bins * frames
-    if config.transcribe:
-        total += d * TRANSCRIBE_BYTES_PER_S
-    return int(math.ceil(total))
-
-
-# Bytes per second of audio, to guess the length of a file that was not checked.
-_GUESS_BPS = {".wav": 176_400, ".wave": 176_400, ".aif": 176_400, ".aiff": 176_400, ".aifc": 176_400,
-              ".w64": 176_400, ".rf64": 176_400, ".caf": 176_400, ".flac": 88_200}
-_GUESS_BPS_COMPRESSED = 16_000  # 128 kbit/s
-
-
-def _guess_disk_bytes(paths: list[str], checks: list[_FileCheck], config: PipelineConfig) -> int:
-    """Disk estimate for files not checked, from their size and the checked files' bytes per second."""
-    seen: dict[str, list[float]] = {}
-    for c in checks:
-        if c.info is not None and c.info.duration_s > 0:
-            acc = seen.setdefault(Path(c.path).suffix.lower(), [0.0, 0.0])
-            acc[0] += c.info.size_bytes
-            acc[1] += c.info.duration_s
-    total = 0
-    for path in paths:
-        try:
-            size = os.stat(path).st_size
-        except OSError:
-            continue
-        ext = Path(path).suffix.lower()
-        bps = seen[ext][0] / seen[ext][1] if ext in seen else _GUESS_BPS.get(ext, _GUESS_BPS_COMPRESSED)
-        guess = ProbeInfo(size / bps, 44_100, 2, 0, "", "", "guess", size)
-        total += estimate_disk_bytes(guess, config)
-    return total
 
 
 # --- checking one file ----------------------------------------------------------------
@@ -251,18 +61,6 @@ def _guess_disk_bytes(paths: list[str], checks: list[_FileCheck], config: Pipeli
 
 class _Abandoned(Exception):
     """The time budget ran out while the file was being checked."""
-
-
-@dataclass
-class _FileCheck:
-    path: str
-    info: ProbeInfo | None
-    blockers: list[Problem] = field(default_factory=list)
-    warnings: list[Problem] = field(default_factory=list)
-
-    def add(self, info: ErrorInfo) -> None:
-        soft = info.severity in (Severity.WARNING, Severity.INFO) or info.kind is ErrorKind.BUG
-        (self.warnings if soft else self.blockers).append(Problem.from_info(info, self.path))
 
 
 _NO_WINDOW = getattr(subprocess, "CREATE_NO_WINDOW", 0)
@@ -395,7 +193,7 @@ def _check_files(paths: list[str], checker: _Checker, threads: int) -> tuple[lis
     return results, unchecked
 
 
-# --- output drive and memory ----------------------------------------------------------
+# --- the output folder --------------------------------------------------------------
 
 
 def _output_dir_problem(out: Path) -> Problem | None:
@@ -423,84 +221,6 @@ def _output_dir_problem(out: Path) -> Problem | None:
                       else "Choose an output folder you can write to, or fix its permissions.")
         return Problem(str(out), kind, f"cannot {verb} the output folder {display_path(out)}: {exc.strerror or exc}",
                        suggestion, "disk")
-
-
-def _existing_folder(out: Path) -> Path | None:
-    return next((p for p in (out, *out.parents) if p.is_dir()), None)
-
-
-def _fmt_bytes(n: float) -> str:
-    for unit, size in (("GiB", _GIB), ("MiB", _MIB), ("KiB", 1024)):
-        if abs(n) >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{int(n)} bytes"
-
-
-def _fmt_duration(s: float) -> str:
-    s = max(0, round(s))
-    h, rest = divmod(s, 3600)
-    m, sec = divmod(rest, 60)
-    return f"{h} h {m:02d} min" if h else f"{m} min {sec:02d} s" if m else f"{sec} s"
-
-
-def _check_disk(report: PreflightReport, needed: int, out: Path, disk_usage: Callable[[str], Any],
-                limits: PreflightLimits) -> int | None:
-    folder = _existing_folder(out)
-    if folder is None:
-        return None
-    try:
-        free = int(disk_usage(os.fspath(folder)).free)
-    except OSError as exc:
-        report.warnings.append(Problem(str(out), ErrorKind.DISK_FULL, f"could not read the free space on the output "
-                                       f"drive: {exc}", "Check that the output drive is mounted.", "disk"))
-        return None
-    where = f"the output drive ({display_path(folder)})"
-    if free < needed:
-        report.blockers.append(Problem(
-            str(out), ErrorKind.DISK_FULL,
-            f"{where} has {_fmt_bytes(free)} free; the batch needs about {_fmt_bytes(needed)} "
-            f"({_fmt_bytes(needed - free)} more)",
-            "Free space on that drive, choose an output folder on another drive, or queue fewer files.", "disk"))
-    elif free < needed * limits.disk_warn_ratio or free - needed < limits.disk_reserve_bytes:
-        report.warnings.append(Problem(
-            str(out), ErrorKind.DISK_FULL,
-            f"space is tight: {where} has {_fmt_bytes(free)} free and the batch needs about {_fmt_bytes(needed)}",
-            "Free some space first; if the drive fills up the batch stops and can be resumed.", "disk"))
-    return free
-
-
-def _check_memory(report: PreflightReport, checks: list[_FileCheck], config: PipelineConfig, workers: int,
-                  available: int, limits: PreflightLimits) -> tuple[int, int]:
-    """Adds a blocker or warning when the largest files cannot run at once; returns (per file, needed)."""
-    peaks = sorted(((estimate_peak_memory(c.info, config), c) for c in checks if c.info is not None),
-                   key=lambda pc: pc[0], reverse=True)
-    if not peaks:
-        return 0, workers * limits.worker_base_bytes
-
-    def needed_for(k: int) -> int:
-        return sum(p for p, _ in peaks[:k]) + k * limits.worker_base_bytes
-
-    needed = needed_for(workers)
-    peak, largest = peaks[0]
-    if needed <= available * limits.memory_warn_ratio:
-        return peak, needed
-    name = f"{Path(largest.path).name} ({_fmt_duration(largest.info.duration_s)})"
-    per_worker = _fmt_bytes(peak + limits.worker_base_bytes)
-    running = f"{workers} workers at once need about {_fmt_bytes(needed)}" if workers > 1 else "that is"
-    if needed <= available:
-        report.warnings.append(Problem(
-            largest.path, ErrorKind.OUT_OF_MEMORY,
-            f"memory is tight: {name} needs about {per_worker}; {running}, of {_fmt_bytes(available)} available",
-            "Close other programs, or use fewer workers.", "memory"))
-        return peak, needed
-    fits = max((k for k in range(1, workers) if needed_for(k) <= available), default=0)
-    suggestion = (f"Use {fits} worker{'s' if fits > 1 else ''} (--workers {fits}), or close other programs."
-                  if fits else f"Close other programs, or split or shorten {Path(largest.path).name}.")
-    report.blockers.append(Problem(
-        largest.path, ErrorKind.OUT_OF_MEMORY,
-        f"not enough memory for {name}: it needs about {per_worker}; {running}, but only {_fmt_bytes(available)} "
-        "is available", suggestion, "memory"))
-    return peak, needed
 
 
 # --- the whole preflight --------------------------------------------------------------
@@ -565,50 +285,3 @@ def preflight(paths: list[str], out_dir: str | os.PathLike[str], config: Pipelin
     report.estimates = Estimates(disk_needed, free, bool(unchecked), per_file, mem_needed, available, workers)
     report.elapsed_s = time.monotonic() - started
     return report
-
-
-# --- text -----------------------------------------------------------------------------
-
-_AREAS = (("files", "Files"), ("disk", "Output drive"), ("memory", "Memory"))
-
-
-def _format_problems(title: str, problems: list[Problem]) -> list[str]:
-    if not problems:
-        return []
-    lines = [f"{title} ({len(problems)}):"]
-    for area, heading in _AREAS:
-        groups: dict[tuple[ErrorKind, str, str], list[str | None]] = {}
-        for p in problems:
-            if p.area == area:
-                groups.setdefault((p.kind, p.reason, p.suggestion), []).append(p.path)
-        if not groups:
-            continue
-        lines.append(f"  {heading}")
-        for (kind, reason, suggestion), where in groups.items():
-            count = f" ({len(where)} files)" if len(where) > 1 else ""
-            lines.append(f"    - [{kind.value}] {reason}{count}")
-            lines.extend(f"        {display_path(w)}" for w in where if w is not None and area == "files")
-            lines.append(f"        what to do: {suggestion}")
-    return lines
-
-
-def _format_report(r: PreflightReport) -> str:
-    e = r.estimates
-    verdict = ("no blockers: ready to start." if r.ok else
-               f"{len(r.blockers)} blocker{'s' if len(r.blockers) != 1 else ''}: fix them before starting.")
-    checked = r.files_total - r.files_unchecked
-    lines = [f"Preflight of {r.files_total} file{'s' if r.files_total != 1 else ''} into "
-             f"{display_path(r.out_dir)}: {verdict}",
-             f"  Files: {r.files_ok} ok, {checked - r.files_ok} with problems, {r.files_unchecked} not checked; "
-             f"{_fmt_duration(r.total_duration_s)} of audio checked"
-             + (f"; longest: {Path(r.longest_path).name} ({_fmt_duration(r.longest_duration_s)})"
-                if r.longest_path else "")]
-    free = _fmt_bytes(e.disk_free_bytes) if e.disk_free_bytes is not None else "unknown"
-    lines.append(f"  Output drive: about {_fmt_bytes(e.disk_needed_bytes)} needed"
-                 f"{' (partly guessed)' if e.disk_extrapolated else ''}, {free} free")
-    avail = _fmt_bytes(e.memory_available_bytes) if e.memory_available_bytes is not None else "unknown"
-    lines.append(f"  Memory: about {_fmt_bytes(e.memory_needed_bytes)} for {e.workers} "
-                 f"worker{'s' if e.workers != 1 else ''}, {avail} available")
-    lines += _format_problems("Blockers", r.blockers)
-    lines += _format_problems("Warnings", r.warnings)
-    return "\n".join(lines)
