@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from core.pipeline import ingest as ingest_mod
+from core.pipeline import ingest_ffmpeg
 from core.pipeline.config import PipelineConfig
 from core.pipeline.ingest import decode, ingest, probe
 from core.resilience.errors import ErrorKind, classify
@@ -41,7 +41,7 @@ def ffmpeg_encode(src, dst, *args):
 
 
 def no_ffmpeg(monkeypatch):
-    monkeypatch.setattr(ingest_mod.shutil, "which", lambda name: None)
+    monkeypatch.setattr(ingest_ffmpeg.shutil, "which", lambda name: None)
 
 
 # --- formats that decode -------------------------------------------------------

@@ -28,7 +28,7 @@ import soundfile as sf
 
 from core.pipeline import analyze as analyze_mod
 from core.pipeline import features
-from core.pipeline import ingest as ingest_mod
+from core.pipeline import ingest_ffmpeg
 from core.pipeline.analyze import analyze_audio
 from core.pipeline.config import PipelineConfig
 from core.pipeline.ingest import ingest, ingest_mono, peak_dbfs
@@ -103,7 +103,7 @@ def test_mono_resampler_equals_one_shot_however_the_blocks_fall(sr, target):
 
 
 def _no_ffmpeg(monkeypatch):
-    monkeypatch.setattr(ingest_mod.shutil, "which", lambda name: None)
+    monkeypatch.setattr(ingest_ffmpeg.shutil, "which", lambda name: None)
 
 
 def _write(path: Path, data: np.ndarray, sr: int = 44100, subtype: str = "PCM_16") -> Path:
