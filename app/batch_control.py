@@ -18,6 +18,7 @@ from PySide6.QtCore import QObject, QThreadPool, QTimer
 
 from app.queue_model import RowState
 from app.runner import BatchSlot, SupervisorRunnable
+from core.engine import supervisors_for
 from core.engine.store_rows import BatchStatus, JobRow, JobStatus
 from core.pipeline.config import PipelineConfig
 
@@ -83,6 +84,7 @@ class BatchControl:
     _emit_breakers: Callable[..., None]
     refresh_checkpoints: Callable[[], None]
     refresh_checkpoints_soon: Callable[[], None]
+    bridge: Any  # app.bridge.EventBridge
     batch_started: Any
     batch_finished: Any
     preflight_blocked: Any
@@ -144,7 +146,7 @@ class BatchControl:
             run.pause("paused by you")
         elif self._stop == "cancel":
             run.cancel()
-        self._supervisors.start(run, self.settings.run.workers, self._on_supervisors_left)
+        self._supervisors.start(run, supervisors_for(self.settings.run.workers), self._on_supervisors_left)
         self._tick.start()
         self.batch_started.emit(run.batch_id)
         self._emit_state()
@@ -162,6 +164,7 @@ class BatchControl:
                      failed=lambda exc: self._on_run_ended(None, exc))
 
     def _on_run_ended(self, summary: BatchSummary | None, exc: BaseException | None = None) -> None:
+        self.bridge.flush()  # the run's last events (jobs back in the queue, say) reach the rows before anyone reads them
         self._run = None
         self._tick.stop()
         stop, self._stop = self._stop, None

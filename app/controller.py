@@ -306,7 +306,8 @@ class Controller(QObject, BatchControl):
         changed = sorted({e.job_id for e in events if hasattr(e, "job_id")})
         if changed:
             self.jobs_updated.emit(changed)
-        if any(isinstance(e, (ev.JobFinished, ev.JobFailed, ev.JobSkipped, ev.BatchFinished)) for e in events):
+        if any(isinstance(e, (ev.JobFinished, ev.JobFailed, ev.JobSkipped, ev.JobCancelled, ev.BatchFinished))
+               for e in events):
             self.refresh_checkpoints_soon()
         self._emit_state()
 

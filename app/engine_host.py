@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Callable
 from PySide6.QtCore import QObject, QThreadPool
 
 from app.runner import TaskRunnable
+from core.engine import supervisors_for
 from core.engine.store import store_path
 
 if TYPE_CHECKING:  # the engine (pebble, multiprocessing, asyncio) is imported when a folder is first opened
@@ -47,8 +48,9 @@ class EngineHost:
         self._engine: Engine | None = None
 
     def set_workers(self, workers: int) -> None:
-        """One thread per supervisor, plus two for the health check and the panels' reads."""
-        self.pool.setMaxThreadCount(workers + 2)
+        """One thread per supervisor (one more than there are workers), plus two for the health check and the
+        panels' reads."""
+        self.pool.setMaxThreadCount(supervisors_for(workers) + 2)
 
     def submit(self, pool: QThreadPool, fn: Callable, *args, done: Callable | None,
                failed: Callable[[BaseException], None]) -> None:

@@ -308,11 +308,12 @@ class QueueModel(QAbstractTableModel):
         fresh = [e for e in queued if e.batch_id == batch_id and e.job_id not in index]
         if fresh:
             self._insert([QueueRow(job_id=e.job_id, path=e.path) for e in fresh])
-        if len(queued) < len(events):
+        fresh_ids = {e.job_id for e in fresh}
+        if len(fresh) < len(events):  # events for rows already shown (a JobQueued too: back in the queue)
             rows, dirty, apply = self._rows, self._dirty, self._apply
             for e in events:
                 i = index.get(getattr(e, "job_id", None))
-                if i is not None and type(e) is not job_queued:
+                if i is not None and not (type(e) is job_queued and e.job_id in fresh_ids):
                     apply(rows[i], e)
                     dirty.add(i)
         self._flush()
@@ -344,7 +345,12 @@ class QueueModel(QAbstractTableModel):
         return (self._stages.index(stage) + (1 if finished else 0)) / len(self._stages)
 
     def _apply(self, r: QueueRow, e: ev.Event) -> None:
-        if isinstance(e, ev.JobStarted):
+        if isinstance(e, ev.JobQueued):  # back in the queue: paused, or stopped by a batch-wide error
+            r.state, r.started, r.stage, r.progress = RowState.QUEUED, None, "", 0.0
+            r.result, r.kind, r.suggestion = e.reason, "", ""
+        elif isinstance(e, ev.JobCancelled):
+            r.state, r.started, r.result = RowState.CANCELLED, None, "cancelled"
+        elif isinstance(e, ev.JobStarted):
             r.state, r.started, r.elapsed_s = RowState.RUNNING, self._now(), None
             r.attempts += 1
             r.result = r.kind = r.suggestion = ""

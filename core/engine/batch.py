@@ -2,7 +2,7 @@
 
 ``Engine`` owns one output folder: its checkpoint store, its breakers and the
 worker pool. ``BatchRun`` is one run of one batch; its ``work()`` is the
-supervisor loop, called from as many threads as there are workers (a
+supervisor loop, called from ``supervisors_for(workers)`` threads: one more than there are workers (a
 ``ThreadPoolExecutor`` in the CLI via ``Engine.run``, ``QRunnable``s on the
 window's ``QThreadPool``). The last supervisor to leave finishes the run.
 """
@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from core.engine import events as ev
+from core.engine import EXTRA_SUPERVISORS, supervisors_for
 from core.engine.discard import TRASH_DIRNAME, Discarder
 from core.engine.executor import ProcessExecutor, StageExecutor
 from core.engine.folder_lock import FolderLock
@@ -47,6 +48,8 @@ class EngineOptions:
     workers: int = 2
     max_crashes: int = 2
     keep_work_files: bool = False
+    # jobs in flight beyond one per worker (0: each worker's supervisor waits for it; see EXTRA_SUPERVISORS)
+    extra_supervisors: int = EXTRA_SUPERVISORS
     retry: RetryConfig = field(default_factory=RetryConfig)
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
     timeouts: AdaptiveTimeoutConfig = field(default_factory=AdaptiveTimeoutConfig)
@@ -54,6 +57,8 @@ class EngineOptions:
     def __post_init__(self):
         if not isinstance(self.workers, int) or self.workers < 1:
             raise ValueError(f"workers: must be a whole number >= 1, got {self.workers!r}")
+        if not isinstance(self.extra_supervisors, int) or self.extra_supervisors < 0:
+            raise ValueError(f"extra_supervisors: must be a whole number >= 0, got {self.extra_supervisors!r}")
         if not isinstance(self.max_crashes, int) or self.max_crashes < 1:
             raise ValueError(f"max_crashes: must be a whole number >= 1, got {self.max_crashes!r}")
 
@@ -275,7 +280,7 @@ class Engine:
     def run(self, batch_id: int, *, workers: int | None = None) -> BatchSummary:
         """Run ``batch_id`` to its end (or until paused/cancelled) with supervisor threads; blocking."""
         run = self.start(batch_id)
-        n = workers or self.options.workers
+        n = supervisors_for(workers or self.options.workers, self.options.extra_supervisors)
         with ThreadPoolExecutor(max_workers=n, thread_name_prefix="stave-supervisor") as pool:
             for _ in range(n):
                 pool.submit(run.work)
@@ -405,13 +410,20 @@ class BatchRun:
 
     def cancel_job(self, job_id: int) -> None:
         with self._lock:
-            if job_id in self._queue:
+            queued = job_id in self._queue
+            if queued:
                 self._queue.remove(job_id)
-                self.engine.store.mark_job_cancelled(job_id)
-                return
             token = self._job_tokens.get(job_id)
-        if token is not None:
+        if queued:
+            self._cancelled(job_id)
+        elif token is not None:
             token.cancel("job cancelled")
+
+    def _cancelled(self, job_id: int, path: str | None = None) -> None:
+        self.engine.store.mark_job_cancelled(job_id)
+        if path is None:
+            path = self.engine.store.job(job_id).input_path
+        self.engine.bus.publish(ev.JobCancelled(job_id, path))
 
     @property
     def started(self) -> bool:
@@ -510,8 +522,9 @@ class BatchRun:
                 self.audio_done += outcome.audio_s
             elif outcome.status in (JobStatus.FAILED, JobStatus.QUARANTINED):
                 self.failed += 1
-            elif outcome.status is JobStatus.PENDING and token.is_set() and not self.token.is_set():
-                self.engine.store.mark_job_cancelled(job_id)  # this one job was cancelled
+            cancelled = outcome.status is JobStatus.PENDING and token.is_set() and not self.token.is_set()
+        if cancelled:  # this one job was cancelled
+            self._cancelled(job_id)
         if outcome.fatal:
             self.pause(f"{outcome.error.reason}. {outcome.error.suggestion}")
         self.engine.bus.publish(self.progress())
@@ -542,7 +555,7 @@ class BatchRun:
             pending = store.counts(self.batch_id)[JobStatus.PENDING.value]
             if stop is BatchStatus.CANCELLED:
                 for job in store.jobs(self.batch_id, JobStatus.PENDING):
-                    store.mark_job_cancelled(job.id)
+                    self._cancelled(job.id, job.input_path)
                 status = BatchStatus.CANCELLED
             elif stop is BatchStatus.PAUSED or pending:
                 status = BatchStatus.PAUSED

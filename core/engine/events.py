@@ -51,10 +51,13 @@ class BatchFinished(Event):
 # --- jobs ------------------------------------------------------------------
 @dataclass(frozen=True)
 class JobQueued(Event):
+    """A job joined the queue, or went back to it (``reason``: paused, or stopped by a batch-wide error)."""
+
     batch_id: int
     job_id: int
     path: str
     song_id: str
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,14 @@ class JobSkipped(Event):
     job_id: int
     path: str
     reason: str
+
+
+@dataclass(frozen=True)
+class JobCancelled(Event):
+    """The job was cancelled (on its own, or with its batch); "retry failed" queues it again."""
+
+    job_id: int
+    path: str
 
 
 # --- stages ----------------------------------------------------------------

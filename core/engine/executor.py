@@ -126,6 +126,7 @@ class ProcessExecutor:
         self._lock = threading.Lock()
         self._pool: pebble.ProcessPool | None = None
         self._starting: concurrent.futures.Future | None = None  # the task start() scheduled
+        self._taken = 0  # tasks a worker has taken that have not ended (as seen by their callers)
         self.rebuilds = 0
 
     # -- pool lifecycle -------------------------------------------------------
@@ -197,18 +198,22 @@ class ProcessExecutor:
         Exceptions raised by ``fn`` itself are re-raised as they are. If the pool
         is rebuilt (for another task) while this one waits, it is submitted again.
         """
-        broken = 0
-        for _ in range(3):
+        broken = handed_over = 0
+        while True:
             outcome = self._run_once(fn, args, timeout_s, cancel)
-            if outcome is _BROKEN:
-                broken += 1
-            elif outcome is not _RESUBMIT:
+            if outcome is not _BROKEN and outcome is not _RESUBMIT:
                 return outcome
-        if broken == 3:
-            raise WorkersUnavailable(
-                "the worker pool broke three times before a worker took this task (workers die as they start)",
-                suggestion=_START_HELP)
-        raise WorkerCrashed("the worker pool was rebuilt three times while this task waited")
+            # It never ran, so whatever happened is not its file's doing: never a crash of this task.
+            broken += outcome is _BROKEN
+            handed_over += 1
+            if broken >= 3:
+                raise WorkersUnavailable(
+                    "the worker pool broke three times before a worker took this task (workers die as they start)",
+                    suggestion=_START_HELP)
+            if handed_over >= _MAX_HANDOVERS:  # other tasks' timeouts and crashes keep replacing the pool
+                raise WorkersUnavailable(
+                    f"the worker pool was replaced {handed_over} times before a worker took this task",
+                    suggestion=_START_HELP)
 
     def _schedule(self, fn, args, timeout):
         """Hand the task to the pool: (pool, future), or _RESUBMIT when another thread replaced the pool."""
@@ -235,39 +240,50 @@ class ProcessExecutor:
         if future is _RESUBMIT or future is _BROKEN:
             return future
         scheduled, started = time.monotonic(), None
-        while True:
-            done, _ = concurrent.futures.wait([future], timeout=self.poll_s)
-            if done:
-                try:
-                    return self._result(future, timeout, cancel)
-                except BrokenProcessPool as exc:
-                    self._rebuild_if_current(pool, f"the worker pool broke: {exc}")
-                    if started is None and "Unpicklable" not in str(exc):
-                        return _BROKEN  # it never ran: a worker died while idle or as it started
-                    # It ran, then the pool broke under it (its result or error could not be unpickled, which
-                    # pebble reports to every task): a crash that counts toward its quarantine, not fatal.
-                    raise WorkerCrashed(f"the worker pool broke while this task ran: {one_line(str(exc))}") from None
-            now = time.monotonic()
-            if started is None and future.running():  # a worker acknowledged it: its time starts now
-                started = now
-            if cancel is not None and cancel.is_set():
-                future.cancel()  # pebble kills the worker running it
-                raise Cancelled(cancel.reason or "cancelled")
-            with self._lock:
-                replaced = self._pool is not pool
-            if replaced:  # another task's watchdog threw this pool away: this task did nothing wrong
-                future.cancel()
-                return _RESUBMIT
-            if started is None and now - scheduled > self.start_timeout_s:
-                future.cancel()
-                self.rebuild(f"no worker took a task within {self.start_timeout_s:.0f} s")
-                raise WorkersUnavailable(f"no worker process started within {self.start_timeout_s:.0f} s",
-                                         suggestion=_START_HELP)
-            if started is not None and timeout is not None and now > started + timeout + self.grace_s:
-                # pebble missed its own timeout: kill everything and start a new pool.
-                future.cancel()
-                self.rebuild(f"a task outlived its {timeout:.1f} s timeout by {self.grace_s:.0f} s")
-                raise StageTimeout(f"timed out after {timeout:.1f} s; the worker pool was rebuilt")
+        try:
+            while True:
+                done, _ = concurrent.futures.wait([future], timeout=self.poll_s)
+                if done:
+                    try:
+                        return self._result(future, timeout, cancel)
+                    except BrokenProcessPool as exc:
+                        self._rebuild_if_current(pool, f"the worker pool broke: {exc}")
+                        if started is None and "Unpicklable" not in str(exc):
+                            return _BROKEN  # it never ran: a worker died while idle or as it started
+                        # It ran, then the pool broke under it (its result or error could not be unpickled, which
+                        # pebble reports to every task): a crash that counts toward its quarantine, not fatal.
+                        raise WorkerCrashed(
+                            f"the worker pool broke while this task ran: {one_line(str(exc))}") from None
+                now = time.monotonic()
+                if started is None and future.running():  # a worker acknowledged it: its time starts now
+                    started = now
+                    with self._lock:
+                        self._taken += 1
+                if cancel is not None and cancel.is_set():
+                    future.cancel()  # pebble kills the worker running it
+                    raise Cancelled(cancel.reason or "cancelled")
+                with self._lock:
+                    replaced = self._pool is not pool
+                    every_worker_busy = self._taken >= self.max_workers
+                if replaced:  # another task's watchdog threw this pool away: this task did nothing wrong
+                    future.cancel()
+                    return _RESUBMIT
+                if started is None and every_worker_busy:
+                    scheduled = now  # queued behind other tasks (more supervisors than workers): not a start problem
+                if started is None and now - scheduled > self.start_timeout_s:
+                    future.cancel()
+                    self.rebuild(f"no worker took a task within {self.start_timeout_s:.0f} s")
+                    raise WorkersUnavailable(f"no worker process started within {self.start_timeout_s:.0f} s",
+                                             suggestion=_START_HELP)
+                if started is not None and timeout is not None and now > started + timeout + self.grace_s:
+                    # pebble missed its own timeout: kill everything and start a new pool.
+                    future.cancel()
+                    self.rebuild(f"a task outlived its {timeout:.1f} s timeout by {self.grace_s:.0f} s")
+                    raise StageTimeout(f"timed out after {timeout:.1f} s; the worker pool was rebuilt")
+        finally:
+            if started is not None:
+                with self._lock:
+                    self._taken -= 1
 
     def _rebuild_if_current(self, pool, reason: str) -> None:
         with self._lock:
@@ -300,5 +316,6 @@ def _stop_in_background(pool: pebble.ProcessPool) -> None:
 
 _RESUBMIT = object()
 _BROKEN = object()
+_MAX_HANDOVERS = 10  # a task submitted again this often without ever running: the pool cannot keep workers
 _START_HELP = ("Stave could not start its worker processes. Check free memory and the process limit (ulimit -u), "
                "and that Stave's libraries import (`stave health`); then resume the batch.")

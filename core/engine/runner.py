@@ -163,6 +163,8 @@ class JobRunner:
                         ) from exc
                 raise
             elapsed = d.clock.monotonic() - t0
+            if getattr(out, "ran_s", None) is not None:  # the worker's own figure: without waiting for a worker
+                elapsed = out.ran_s
             if breaker is not None:
                 breaker.record_success(permit, elapsed)
             return out, elapsed, str(attempt_id)
@@ -294,6 +296,8 @@ class JobRunner:
             if info.kind is not ErrorKind.CANCELLED:
                 d.bus.publish(ev.JobFailed(job.id, job.input_path, stage, info.kind.value, info.reason,
                                            info.suggestion))
+            d.bus.publish(ev.JobQueued(job.batch_id, job.id, job.input_path, job.song_id,
+                                       reason=f"interrupted at {stage}: {info.reason}"))
             return JobOutcome(job.id, JobStatus.PENDING, info, stage, elapsed_s=elapsed, ran_stages=tuple(ran),
                               fatal=info.severity is Severity.FATAL)
         quarantined = isinstance(exc, Quarantined)

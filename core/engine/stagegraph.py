@@ -15,10 +15,12 @@ circuit breaker guards each backend.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 import os
 import pickle
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -58,6 +60,8 @@ class StageOutput:
     reason: str = ""
     facts: Mapping[str, Any] = field(default_factory=dict)  # JSON-safe: song_id, duration_s, ...
     skipped: bool = False  # the stage did not apply (e.g. transcription switched off)
+    # seconds the stage ran in its worker (set there): its duration, without the wait for a free worker
+    ran_s: float | None = None
 
     @classmethod
     def of(cls, ctx: StageContext, paths, **kw) -> "StageOutput":
@@ -106,14 +110,18 @@ def run_stage_in_worker(fn_path: str, ctx: StageContext) -> StageOutput:
     HTTPError) would break the whole pool, and every task running in it, so it
     is replaced by a :class:`StaveError` carrying its classification.
     """
+    t0 = time.perf_counter()
     try:
-        return resolve(fn_path)(ctx)
+        out = resolve(fn_path)(ctx)
     except Exception as exc:
         if _survives_pickling(exc):
             raise
         log.warning("stage %s raised an exception that cannot cross processes", ctx.stage, exc_info=exc)
         info = classify(exc)
         raise StaveError(info.reason, suggestion=info.suggestion, kind=info.kind) from None
+    if isinstance(out, StageOutput):
+        out = dataclasses.replace(out, ran_s=time.perf_counter() - t0)
+    return out
 
 
 def _survives_pickling(exc: BaseException) -> bool:

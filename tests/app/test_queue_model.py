@@ -90,6 +90,22 @@ def test_rows_follow_job_events_with_progress_from_the_stage_order():
     assert "HPSS" in cell(model, 1, Column.RESULT)
 
 
+def test_a_job_back_in_the_queue_or_cancelled_leaves_running():
+    """A pause or a batch-wide error puts running jobs back in the queue; a cancel ends them: rows follow."""
+    model = model_with_rows(3)
+    model.apply_events([ev.JobStarted(1, "/music/take1.wav"), ev.StageStarted(1, "process", 1, 60.0),
+                        ev.JobStarted(2, "/music/take2.wav"), ev.StageStarted(2, "ingest", 1, 60.0)])
+    assert [cell(model, r, Column.STATUS) for r in range(3)] == ["running", "running", "queued"]
+    model.apply_events([ev.JobFailed(1, "/music/take1.wav", "process", "disk-full", "no space left", "free space"),
+                        ev.JobQueued(1, 1, "/music/take1.wav", "take1", reason="interrupted at process: no space"),
+                        ev.JobQueued(1, 2, "/music/take2.wav", "take2", reason="interrupted at ingest: paused"),
+                        ev.JobCancelled(3, "/music/take3.wav")])
+    assert [cell(model, r, Column.STATUS) for r in range(3)] == ["queued", "queued", "cancelled"]
+    assert cell(model, 0, Column.STAGE) == "" and cell(model, 0, Column.PROGRESS, ProgressRole) == 0.0
+    assert cell(model, 0, Column.RESULT) == "interrupted at process: no space"
+    assert model.rowCount() == 3  # a job back in the queue is the same row, not a new one
+
+
 def test_a_failed_row_carries_its_reason_suggestion_colour_icon_and_job_id():
     model = model_with_rows(2)
     model.apply_events([ev.JobStarted(2, "/music/take2.wav"),

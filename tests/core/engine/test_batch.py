@@ -141,7 +141,9 @@ def test_failing_tool_opens_breaker_then_fallback_then_probe_closes(tmp_path, ex
     inputs.mkdir()
     for i in range(4):
         _wav(inputs, f"s{i}.wav", seed=i)
-    engine, events = _engine(out, executor, clock)
+    # one job at a time, so the story is exact: with a job in flight beside the probe, that job would (rightly)
+    # take the fallback while the half-open breaker waits for its probe
+    engine, events = _engine(out, executor, clock, extra_supervisors=0)
     with engine:
         added = engine.add_paths([inputs], {})
         summary = engine.run(added.batch_id, workers=1)
@@ -192,6 +194,61 @@ def test_pause_then_resume_does_not_redo_finished_stages(tmp_path, executor, clo
         for job_id in done_first:
             log = engine.store.attempt_log(job_id)
             assert [a.stage for a in log] == ["ingest", "process", "export"]  # nothing done twice
+
+
+def test_jobs_a_pause_interrupts_go_back_to_the_queue_and_say_so(tmp_path, executor, clock):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "tool_mode").write_text("hang")  # "process" hangs until the pause kills it
+    inputs = _inputs(tmp_path, 4)
+    engine, events = _engine(out, executor, clock)
+    with engine:
+        added = engine.add_paths([inputs], {})
+        in_process: set[int] = set()
+
+        def pause_when_both_workers_hang(e):
+            if isinstance(e, ev.StageStarted) and e.stage == "process":
+                in_process.add(e.job_id)
+                if len(in_process) == 2:
+                    engine.pause("test pause")
+
+        engine.bus.subscribe(pause_when_both_workers_hang)
+        summary = engine.run(added.batch_id)
+        assert summary.status is BatchStatus.PAUSED and summary.counts["pending"] == 4
+        started = {e.job_id for e in events if isinstance(e, ev.JobStarted)}
+        requeued = [e for e in events if isinstance(e, ev.JobQueued) and e.reason]
+        assert {e.job_id for e in requeued} == started and len(requeued) == len(started)  # each said once
+        assert all("test pause" in e.reason and e.batch_id == added.batch_id for e in requeued)
+        assert not [e for e in events if isinstance(e, (ev.JobFailed, ev.JobCancelled))]
+
+
+def test_cancelled_jobs_say_so(tmp_path, executor, clock):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "tool_mode").write_text("hang")
+    inputs = _inputs(tmp_path, 5)
+    engine, events = _engine(out, executor, clock)
+    with engine:
+        added = engine.add_paths([inputs], {})
+        jobs = [j.id for j in engine.store.jobs(added.batch_id)]
+        state = {"cancelled_one": None}
+
+        def cancel(e):
+            if isinstance(e, ev.StageStarted) and e.stage == "process":
+                if state["cancelled_one"] is None:
+                    state["cancelled_one"] = e.job_id
+                    engine.cancel_job(e.job_id)  # one running job, on its own
+                    engine.cancel_job(jobs[-1])  # one still waiting in the queue
+                else:
+                    engine.cancel()  # then the whole batch
+
+        engine.bus.subscribe(cancel)
+        summary = engine.run(added.batch_id)
+        assert summary.status is BatchStatus.CANCELLED
+        cancelled = {e.job_id for e in events if isinstance(e, ev.JobCancelled)}
+        in_store = {j.id for j in engine.store.jobs(added.batch_id, JobStatus.CANCELLED)}
+        assert cancelled == in_store == set(jobs)  # every job: each announced exactly as the store has it
+        assert len([e for e in events if isinstance(e, ev.JobCancelled)]) == len(jobs)
 
 
 def test_a_second_engine_on_the_same_folder_is_refused(tmp_path, executor, clock):

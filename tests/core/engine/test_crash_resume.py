@@ -166,8 +166,8 @@ def test_killed_batch_resumes_to_exactly_the_uninterrupted_result(tmp_path, refe
 def test_resume_removes_temp_files_left_by_writes_a_crash_cut_short(tmp_path, clock):
     inputs = small_wavs(tmp_path / "in", 2)
     out = tmp_path / "out"
-    with Engine(out, teststages.pipeline(), EngineOptions(workers=1), clock=clock) as engine:
-        added = engine.add_paths([tmp_path / "in"], {})
+    with Engine(out, teststages.pipeline(), EngineOptions(workers=1, extra_supervisors=0), clock=clock) as engine:
+        added = engine.add_paths([tmp_path / "in"], {})  # one job at a time: the second is still pending
         engine.bus.subscribe(lambda e: engine.pause("as if killed"), ev.JobFinished)
         assert engine.run(added.batch_id, workers=1).counts["pending"] == 1
         [pending] = engine.store.jobs(added.batch_id, JobStatus.PENDING)

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from core.engine import events as ev
+from core.engine import supervisors_for
 from core.engine.batch import Engine, EngineOptions
 from core.engine.store_rows import BatchStatus, JobStatus
 from core.resilience.errors import POLICIES, ErrorKind
@@ -48,23 +49,28 @@ def test_enospc_in_a_stage_pauses_the_batch_keeps_the_store_and_resume_finishes(
         assert "no space left" in summary.pause_reason.lower() and FREE_SPACE_HINT in summary.pause_reason
         assert summary.failed == []
         assert summary.counts["pending"] == 3 and summary.counts["done"] == 0
-        [failed] = [e for e in seen if isinstance(e, ev.JobFailed)]
-        assert failed.kind == "disk-full" and failed.stage == "write" and failed.suggestion == FREE_SPACE_HINT
+        # the job that found the disk full, and the one in flight beside it (one worker, one job queued
+        # behind it), both wrote into the full disk: each is back in the queue, not failed
+        failed = [e for e in seen if isinstance(e, ev.JobFailed)]
+        assert 1 <= len(failed) <= supervisors_for(1)
+        assert all(f.kind == "disk-full" and f.stage == "write" and f.suggestion == FREE_SPACE_HINT for f in failed)
         [paused] = [e for e in seen if isinstance(e, ev.BatchPaused)]
         assert paused.reason == summary.pause_reason
         assert [e.status for e in seen if isinstance(e, ev.BatchFinished)] == ["paused"]
 
         batch = engine.store.get_batch(added.batch_id)
         assert batch.status is BatchStatus.PAUSED and FREE_SPACE_HINT in batch.notes
-        first = engine.store.job(failed.job_id)
-        assert first.status is JobStatus.PENDING and first.error_kind is None  # back in the queue, not failed
-        write_row = engine.store.stage_row(first.id, "write")
-        assert write_row.status.value == "failed" and write_row.error_kind.value == "disk-full"
-        assert engine.store.stage_row(first.id, "ingest").status.value == "done"
-        assert [(a.stage, a.outcome.value) for a in engine.store.attempt_log(first.id)] == [
-            ("ingest", "done"), ("write", "failed")]
+        for f in failed:
+            job = engine.store.job(f.job_id)
+            assert job.status is JobStatus.PENDING and job.error_kind is None  # back in the queue, not failed
+            write_row = engine.store.stage_row(job.id, "write")
+            assert write_row.status.value == "failed" and write_row.error_kind.value == "disk-full"
+            assert engine.store.stage_row(job.id, "ingest").status.value == "done"
+            assert [(a.stage, a.outcome.value) for a in engine.store.attempt_log(job.id)] == [
+                ("ingest", "done"), ("write", "failed")]
+        hit = {f.job_id for f in failed}
         for job in engine.store.jobs(added.batch_id):
-            if job.id != first.id:
+            if job.id not in hit:
                 assert engine.store.attempt_log(job.id) == []  # the batch stopped at the first full disk
     assert quick_check(out / ".stave" / "state.db") == ["ok"]
     assert not any((out / name / "summary.json").exists() for name in song_folders(out))
@@ -76,8 +82,9 @@ def test_enospc_in_a_stage_pauses_the_batch_keeps_the_store_and_resume_finishes(
         assert batch is not None and batch.id == added.batch_id
         summary = engine.run(batch.id, workers=1)
         assert summary.status is BatchStatus.FINISHED and summary.counts["done"] == 3
-        assert [(a.stage, a.outcome.value) for a in engine.store.attempt_log(first.id)] == [
-            ("ingest", "done"), ("write", "failed"), ("write", "done"), ("export", "done")]  # ingest not redone
+        for job_id in hit:
+            assert [(a.stage, a.outcome.value) for a in engine.store.attempt_log(job_id)] == [
+                ("ingest", "done"), ("write", "failed"), ("write", "done"), ("export", "done")]  # ingest not redone
     folders = song_folders(out)
     assert len(folders) == 3 and all(files == ["summary.json"] for files in folders.values())
     assert tmp_leftovers(out) == []

@@ -192,6 +192,20 @@ def test_a_pool_that_is_broken_every_time_makes_workers_unavailable(monkeypatch)
     assert len(made) == 3 and all(p.stopped.wait(5) for p in made)
 
 
+def test_a_task_whose_pool_other_tasks_keep_replacing_is_never_blamed_as_a_crash(monkeypatch):
+    # Every time it is handed over, another task's timeout or crash has thrown the pool away before a worker
+    # took it (more supervisors than workers make such waits common): it never ran, so this is no crash of its
+    # file; a pool that cannot keep its workers pauses the batch.
+    from core.engine import executor as executor_mod
+
+    ex = ProcessExecutor(max_workers=1)
+    handed = []
+    monkeypatch.setattr(ex, "_schedule", lambda fn, args, timeout: handed.append(1) or (None, executor_mod._RESUBMIT))
+    with pytest.raises(WorkersUnavailable, match="replaced 10 times"):
+        ex.run(workfns.add, (1, 2), timeout_s=5)
+    assert len(handed) == 10
+
+
 def test_the_deadline_runs_from_when_a_worker_takes_the_task(monkeypatch):
     # The worker needs ~2.5 s to start; the task has 1 s. Counting from submission the watchdog would kill it;
     # counting from when a worker took it, it finishes well inside its time.
