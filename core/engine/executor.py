@@ -48,7 +48,7 @@ class StageExecutor(Protocol):
     """Runs one picklable call somewhere else, with a timeout and a cancel token."""
 
     def run(self, fn: Callable[..., Any], args: tuple, *, timeout_s: float | None,
-            cancel: CancelToken | None = None) -> Any: ...
+            cancel: CancelToken | None = None, on_start: Callable[[], None] | None = None) -> Any: ...
 
     def shutdown(self) -> None: ...
 
@@ -192,15 +192,18 @@ class ProcessExecutor:
 
     # -- running ----------------------------------------------------------------
     def run(self, fn: Callable[..., Any], args: tuple, *, timeout_s: float | None,
-            cancel: CancelToken | None = None) -> Any:
+            cancel: CancelToken | None = None, on_start: Callable[[], None] | None = None) -> Any:
         """Run ``fn(*args)`` in a worker; raise StageTimeout, WorkerCrashed, WorkersUnavailable or Cancelled.
 
         Exceptions raised by ``fn`` itself are re-raised as they are. If the pool
         is rebuilt (for another task) while this one waits, it is submitted again.
+        ``on_start()`` is called once, in this thread, when a worker has taken
+        the task (seen within ``poll_s``; at the latest just before its outcome).
         """
+        on_start = _Once(on_start)
         broken = handed_over = 0
         while True:
-            outcome = self._run_once(fn, args, timeout_s, cancel)
+            outcome = self._run_once(fn, args, timeout_s, cancel, on_start)
             if outcome is not _BROKEN and outcome is not _RESUBMIT:
                 return outcome
             # It never ran, so whatever happened is not its file's doing: never a crash of this task.
@@ -232,7 +235,7 @@ class ProcessExecutor:
             raise WorkersUnavailable(f"worker processes could not be started: {one_line(str(exc))}",
                                      suggestion=_START_HELP) from exc
 
-    def _run_once(self, fn, args, timeout_s, cancel):
+    def _run_once(self, fn, args, timeout_s, cancel, on_start):
         if cancel is not None:
             cancel.raise_if_cancelled()
         timeout = timeout_s if timeout_s and timeout_s > 0 else None
@@ -244,6 +247,8 @@ class ProcessExecutor:
             while True:
                 done, _ = concurrent.futures.wait([future], timeout=self.poll_s)
                 if done:
+                    if not future.cancelled() and not _never_ran(future):
+                        on_start()  # it ran (too quickly to be seen running): it started before it ended
                     try:
                         return self._result(future, timeout, cancel)
                     except BrokenProcessPool as exc:
@@ -259,6 +264,7 @@ class ProcessExecutor:
                     started = now
                     with self._lock:
                         self._taken += 1
+                    on_start()
                 if cancel is not None and cancel.is_set():
                     future.cancel()  # pebble kills the worker running it
                     raise Cancelled(cancel.reason or "cancelled")
@@ -312,6 +318,27 @@ class ProcessExecutor:
 def _stop_in_background(pool: pebble.ProcessPool) -> None:
     pool.stop()
     threading.Thread(target=pool.join, kwargs={"timeout": 10}, daemon=True).start()
+
+
+class _Once:
+    """Calls ``fn`` the first time it is called; a failing callback is logged, never raised into the task."""
+
+    def __init__(self, fn: Callable[[], None] | None):
+        self._fn = fn
+
+    def __call__(self) -> None:
+        fn, self._fn = self._fn, None
+        if fn is not None:
+            try:
+                fn()
+            except Exception:  # noqa: BLE001 - an observer's bug must not fail the stage
+                log.exception("an on_start callback failed")
+
+
+def _never_ran(future) -> bool:
+    """The pool failed the task before any worker took it (it broke, or could not start)."""
+    exc = future.exception(timeout=0)
+    return isinstance(exc, BrokenProcessPool) and "Unpicklable" not in str(exc)
 
 
 _RESUBMIT = object()

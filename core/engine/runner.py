@@ -90,8 +90,16 @@ class JobRunner:
     def __init__(self, deps: RunnerDeps):
         self.d = deps
         self._crashes: dict[tuple[str, str], int] = {}  # (stage, backend) -> crashes or hangs, this job
+        self._announced = False  # JobStarted published for the job this runner runs now
 
     # -- helpers ----------------------------------------------------------------
+    def _announce(self, job: JobRow) -> None:
+        """JobStarted, once per run of a job, when it really starts: a worker took its first stage (until then
+        the job waits for one, and the window shows it queued), or it had nothing left to run."""
+        if not self._announced:
+            self._announced = True
+            self.d.bus.publish(ev.JobStarted(job.id, job.input_path))
+
     def work_dir(self, job_id: int) -> str:
         return os.path.join(self.d.out_dir, ".stave", "work", f"job-{job_id}")
 
@@ -135,11 +143,15 @@ class JobRunner:
             try:
                 timeout_s = self._timeout_for(spec, backend, audio_s)
                 attempt_id = d.store.begin_stage_attempt(job.id, spec.name)
-                d.bus.publish(ev.StageStarted(job.id, spec.name, d.store.stage_row(job.id, spec.name).attempts,
-                                              timeout_s))
+                attempt_no = d.store.stage_row(job.id, spec.name).attempts
+
+                def started() -> None:  # a worker took it (it may have waited for one: a job more is in flight)
+                    self._announce(job)
+                    d.bus.publish(ev.StageStarted(job.id, spec.name, attempt_no, timeout_s))
+
                 t0 = d.clock.monotonic()
                 out = d.executor.run(run_stage_in_worker, (spec.fn, dataclasses.replace(ctx, timeout_s=timeout_s)),
-                                     timeout_s=timeout_s, cancel=cancel)
+                                     timeout_s=timeout_s, cancel=cancel, on_start=started)
             except BaseException as exc:
                 elapsed = d.clock.monotonic() - t0
                 info = engine_classify(exc)
@@ -221,7 +233,7 @@ class JobRunner:
                     d.store.reset_stages_from(job.id, d.stages[0].name, stage_order=[s.name for s in d.stages])
                     d.store.update_job_facts(job.id, size_bytes=st.st_size, mtime=st.st_mtime)
             d.store.mark_job_started(job.id)
-            d.bus.publish(ev.JobStarted(job.id, job.input_path))
+            self._announced = False  # JobStarted waits until a worker takes one of its stages (see _announce)
             os.makedirs(work_dir, exist_ok=True)
             upstream_ran = False
             for spec in d.stages:
@@ -231,6 +243,7 @@ class JobRunner:
                     row = d.store.stage_row(job.id, spec.name)
                     if row.degraded:
                         degraded.append(f"{spec.name}: {row.degraded_reason}")
+                    self._announce(job)
                     d.bus.publish(ev.StageFinished(job.id, spec.name, row.elapsed_s or 0.0, skipped=True))
                     continue
                 if not upstream_ran:
@@ -254,6 +267,7 @@ class JobRunner:
                 d.discard(work_dir)
             else:
                 shutil.rmtree(work_dir, ignore_errors=True)
+        self._announce(job)  # (nothing ran: every stage was still valid)
         outcome = JobOutcome(job.id, JobStatus.DONE, degraded_reasons=tuple(degraded),
                              elapsed_s=d.clock.monotonic() - t_job, audio_s=state["audio_s"] or 0.0,
                              ran_stages=tuple(ran))

@@ -217,7 +217,8 @@ def test_jobs_a_pause_interrupts_go_back_to_the_queue_and_say_so(tmp_path, execu
         assert summary.status is BatchStatus.PAUSED and summary.counts["pending"] == 4
         started = {e.job_id for e in events if isinstance(e, ev.JobStarted)}
         requeued = [e for e in events if isinstance(e, ev.JobQueued) and e.reason]
-        assert {e.job_id for e in requeued} == started and len(requeued) == len(started)  # each said once
+        assert len(started) >= 2  # the two hanging, and any whose earlier stage a worker ran meanwhile
+        assert started <= {e.job_id for e in requeued} and len(requeued) == len({e.job_id for e in requeued})
         assert all("test pause" in e.reason and e.batch_id == added.batch_id for e in requeued)
         assert not [e for e in events if isinstance(e, (ev.JobFailed, ev.JobCancelled))]
 

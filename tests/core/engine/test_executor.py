@@ -339,3 +339,39 @@ def test_a_failing_start_up_warm_does_not_keep_the_worker_from_working():
         assert ex.rebuilds == 0
     finally:
         ex.shutdown()
+
+
+def test_on_start_is_called_once_when_a_worker_takes_the_task_even_a_quick_one(executor):
+    calls = []
+    assert executor.run(workfns.add, (1, 2), timeout_s=30, on_start=lambda: calls.append("quick")) == 3
+    assert executor.run(workfns.hang, (0.3,), timeout_s=30, on_start=lambda: calls.append("slow")) == "woke"
+    with pytest.raises(ValueError):
+        executor.run(workfns.raise_value_error, ("bad",), timeout_s=30, on_start=lambda: calls.append("raised"))
+    assert calls == ["quick", "slow", "raised"]
+
+
+def test_on_start_waits_for_a_free_worker_and_its_failure_never_fails_the_task(executor):
+    token = CancelToken()
+    started = threading.Event()
+    waited = []
+
+    def blocker():  # keeps the only worker busy
+        executor.run(workfns.hang, (1.5,), timeout_s=30, on_start=started.set)
+
+    t = threading.Thread(target=blocker)
+    t.start()
+    assert started.wait(30)
+    t0 = time.monotonic()
+
+    def second_started():
+        waited.append(time.monotonic() - t0)
+        raise RuntimeError("an observer's bug")
+
+    assert executor.run(workfns.add, (2, 2), timeout_s=30, on_start=second_started) == 4
+    t.join()
+    assert len(waited) == 1 and waited[0] > 0.8  # called when the worker took it, not when it was handed over
+    token.cancel("never ran")
+    never = []
+    with pytest.raises(Cancelled):
+        executor.run(workfns.add, (1, 1), timeout_s=30, cancel=token, on_start=lambda: never.append(1))
+    assert never == []
