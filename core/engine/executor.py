@@ -67,6 +67,9 @@ class _WarmStart:
 
 
 def _worker_init(env: dict[str, str], preload: tuple[str, ...] = (), warm_start: _WarmStart | None = None) -> None:
+    # First: a worker ignores Ctrl-C (the supervisor decides what a Ctrl-C means), also while it imports and warms.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    children.install_sigterm_handler()  # a stopped worker takes the tools it started with it
     os.environ.update(env)
     for module in preload:  # pay for heavy imports when the worker starts, in parallel, not in the first stage
         try:
@@ -76,13 +79,11 @@ def _worker_init(env: dict[str, str], preload: tuple[str, ...] = (), warm_start:
     if warm_start is not None and warm_start.spec is not None:  # first calls too, in every worker
         fn_path, arg = warm_start.spec
         try:
-            module, _, name = fn_path.partition(":")
-            getattr(importlib.import_module(module), name)(arg)
+            from core.engine.stagegraph import resolve
+
+            resolve(fn_path)(arg)
         except Exception as exc:  # the stages will report whatever is really wrong
             log.warning("worker warm-up at start failed: %s", exc)
-    # A worker ignores Ctrl-C: the supervisor decides what a Ctrl-C means.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    children.install_sigterm_handler()  # a stopped worker takes the tools it started with it
 
 
 def _signal_name(code: int | None) -> str:

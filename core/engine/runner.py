@@ -222,6 +222,7 @@ class JobRunner:
         d = self.d
         t_job = d.clock.monotonic()
         self._crashes = {}
+        self._announced = False  # JobStarted waits until a worker takes one of its stages (see _announce)
         work_dir = self.work_dir(job.id)
         state = {"song_id": job.song_id, "audio_s": job.audio_duration_s, "stage": d.stages[0].name}
         degraded: list[str] = []
@@ -233,7 +234,6 @@ class JobRunner:
                     d.store.reset_stages_from(job.id, d.stages[0].name, stage_order=[s.name for s in d.stages])
                     d.store.update_job_facts(job.id, size_bytes=st.st_size, mtime=st.st_mtime)
             d.store.mark_job_started(job.id)
-            self._announced = False  # JobStarted waits until a worker takes one of its stages (see _announce)
             os.makedirs(work_dir, exist_ok=True)
             upstream_ran = False
             for spec in d.stages:
@@ -310,8 +310,9 @@ class JobRunner:
             if info.kind is not ErrorKind.CANCELLED:
                 d.bus.publish(ev.JobFailed(job.id, job.input_path, stage, info.kind.value, info.reason,
                                            info.suggestion))
-            d.bus.publish(ev.JobQueued(job.batch_id, job.id, job.input_path, job.song_id,
-                                       reason=f"interrupted at {stage}: {info.reason}"))
+            if self._announced or info.kind is not ErrorKind.CANCELLED:  # else it never left the queue visibly
+                d.bus.publish(ev.JobQueued(job.batch_id, job.id, job.input_path, job.song_id,
+                                           reason=f"interrupted at {stage}: {info.reason}"))
             return JobOutcome(job.id, JobStatus.PENDING, info, stage, elapsed_s=elapsed, ran_stages=tuple(ran),
                               fatal=info.severity is Severity.FATAL)
         quarantined = isinstance(exc, Quarantined)
