@@ -248,13 +248,13 @@ class ProcessExecutor:
             while True:
                 done, _ = concurrent.futures.wait([future], timeout=self.poll_s)
                 if done:
-                    if not future.cancelled() and not _never_ran(future):
+                    if not future.cancelled() and not _never_ran(future.exception(timeout=0)):
                         on_start()  # it ran (too quickly to be seen running): it started before it ended
                     try:
                         return self._result(future, timeout, cancel)
                     except BrokenProcessPool as exc:
                         self._rebuild_if_current(pool, f"the worker pool broke: {exc}")
-                        if started is None and "Unpicklable" not in str(exc):
+                        if started is None and _never_ran(exc):
                             return _BROKEN  # it never ran: a worker died while idle or as it started
                         # It ran, then the pool broke under it (its result or error could not be unpickled, which
                         # pebble reports to every task): a crash that counts toward its quarantine, not fatal.
@@ -336,9 +336,9 @@ class _Once:
                 log.exception("an on_start callback failed")
 
 
-def _never_ran(future) -> bool:
-    """The pool failed the task before any worker took it (it broke, or could not start)."""
-    exc = future.exception(timeout=0)
+def _never_ran(exc: BaseException | None) -> bool:
+    """The pool failed the task before any worker took it (it broke, or could not start): not an unpicklable
+    result or error, which pebble reports to every task only after one ran."""
     return isinstance(exc, BrokenProcessPool) and "Unpicklable" not in str(exc)
 
 
