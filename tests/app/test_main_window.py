@@ -72,6 +72,9 @@ def test_running_batch_window_grab_and_failed_job_details(qtbot, tmp_path, make_
     out = tmp_path / "out"
     out.mkdir()
     (out / "tool_mode").write_text("hang")
+    # The bad file (first in the queue) ingests at once, the others take a second: its "process" is queued
+    # before theirs, so a hung one cannot hold the worker it needs (one more job runs than there are workers).
+    (out / "ingest_delay").write_text("1.0")
     inputs = tmp_path / "in"
     for i in range(6):
         wav(inputs, f"{'bad_' if i == 4 else ''}session take {i}.wav", seed=i)
