@@ -19,6 +19,7 @@ from core.engine import events as ev
 _LATEST_ONLY = {
     ev.Progress: lambda e: ("progress", e.batch_id),
     ev.StageStarted: lambda e: ("stage", e.job_id),
+    ev.StageWaiting: lambda e: ("stage", e.job_id),
     ev.StageFinished: lambda e: ("stage", e.job_id),
     ev.BreakerChanged: lambda e: ("breaker", e.name),
     ev.HealthChanged: lambda e: ("health",),

@@ -50,6 +50,8 @@ class RowState(str, enum.Enum):
         return _FROM_JOB_STATUS[job.status]
 
 
+WAITING_FOR_A_WORKER = "waiting for a free worker"  # a running job's Result while its next stage waits
+
 _FROM_JOB_STATUS = {
     JobStatus.PENDING: RowState.QUEUED, JobStatus.RUNNING: RowState.RUNNING, JobStatus.FAILED: RowState.FAILED,
     JobStatus.QUARANTINED: RowState.QUARANTINED, JobStatus.SKIPPED: RowState.SKIPPED,
@@ -354,10 +356,15 @@ class QueueModel(QAbstractTableModel):
             r.state, r.started, r.elapsed_s = RowState.RUNNING, self._now(), None
             r.attempts += 1
             r.result = r.kind = r.suggestion = ""
+        elif isinstance(e, ev.StageWaiting):  # in progress, its next stage waits for a worker
+            if not r.state.ended:
+                r.state, r.stage, r.result = RowState.RUNNING, e.stage, WAITING_FOR_A_WORKER
         elif isinstance(e, (ev.StageStarted, ev.StageFinished)):
             finished = isinstance(e, ev.StageFinished)
             r.state = RowState.RUNNING if not r.state.ended else r.state
             r.stage = e.stage
+            if r.result == WAITING_FOR_A_WORKER:
+                r.result = ""
             attempt = getattr(e, "attempt", 1)
             if attempt > 1:
                 r.result = f"{e.stage}: attempt {attempt}"

@@ -112,6 +112,16 @@ class StageStarted(Event):
 
 
 @dataclass(frozen=True)
+class StageWaiting(Event):
+    """A job in progress has its next stage ready, but every worker is busy with other jobs' stages (one job
+    more is in flight than there are workers, or a worker is held by a slow or hung tool). ``StageStarted``
+    follows when a worker takes it."""
+
+    job_id: int
+    stage: str
+
+
+@dataclass(frozen=True)
 class StageRetrying(Event):
     job_id: int
     stage: str

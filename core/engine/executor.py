@@ -48,7 +48,8 @@ class StageExecutor(Protocol):
     """Runs one picklable call somewhere else, with a timeout and a cancel token."""
 
     def run(self, fn: Callable[..., Any], args: tuple, *, timeout_s: float | None,
-            cancel: CancelToken | None = None, on_start: Callable[[], None] | None = None) -> Any: ...
+            cancel: CancelToken | None = None, on_start: Callable[[], None] | None = None,
+            on_wait: Callable[[], None] | None = None) -> Any: ...
 
     def shutdown(self) -> None: ...
 
@@ -193,18 +194,21 @@ class ProcessExecutor:
 
     # -- running ----------------------------------------------------------------
     def run(self, fn: Callable[..., Any], args: tuple, *, timeout_s: float | None,
-            cancel: CancelToken | None = None, on_start: Callable[[], None] | None = None) -> Any:
+            cancel: CancelToken | None = None, on_start: Callable[[], None] | None = None,
+            on_wait: Callable[[], None] | None = None) -> Any:
         """Run ``fn(*args)`` in a worker; raise StageTimeout, WorkerCrashed, WorkersUnavailable or Cancelled.
 
         Exceptions raised by ``fn`` itself are re-raised as they are. If the pool
         is rebuilt (for another task) while this one waits, it is submitted again.
         ``on_start()`` is called once, in this thread, when a worker has taken
         the task (seen within ``poll_s``; at the latest just before its outcome).
+        ``on_wait()`` is called once, in this thread, if the task is seen queued
+        while every worker is busy with other tasks (it waits for a free one).
         """
-        on_start = _Once(on_start)
+        on_start, on_wait = _Once(on_start), _Once(on_wait)
         broken = handed_over = 0
         while True:
-            outcome = self._run_once(fn, args, timeout_s, cancel, on_start)
+            outcome = self._run_once(fn, args, timeout_s, cancel, on_start, on_wait)
             if outcome is not _BROKEN and outcome is not _RESUBMIT:
                 return outcome
             # It never ran, so whatever happened is not its file's doing: never a crash of this task.
@@ -236,7 +240,7 @@ class ProcessExecutor:
             raise WorkersUnavailable(f"worker processes could not be started: {one_line(str(exc))}",
                                      suggestion=_START_HELP) from exc
 
-    def _run_once(self, fn, args, timeout_s, cancel, on_start):
+    def _run_once(self, fn, args, timeout_s, cancel, on_start, on_wait):
         if cancel is not None:
             cancel.raise_if_cancelled()
         timeout = timeout_s if timeout_s and timeout_s > 0 else None
@@ -277,6 +281,7 @@ class ProcessExecutor:
                     return _RESUBMIT
                 if started is None and every_worker_busy:
                     scheduled = now  # queued behind other tasks (more supervisors than workers): not a start problem
+                    on_wait()
                 if started is None and now - scheduled > self.start_timeout_s:
                     future.cancel()
                     self.rebuild(f"no worker took a task within {self.start_timeout_s:.0f} s")
@@ -333,7 +338,7 @@ class _Once:
             try:
                 fn()
             except Exception:  # noqa: BLE001 - an observer's bug must not fail the stage
-                log.exception("an on_start callback failed")
+                log.exception("an executor callback failed")
 
 
 def _never_ran(exc: BaseException | None) -> bool:

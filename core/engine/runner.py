@@ -149,9 +149,13 @@ class JobRunner:
                     self._announce(job)
                     d.bus.publish(ev.StageStarted(job.id, spec.name, attempt_no, timeout_s))
 
+                def waiting() -> None:  # every worker is busy with other jobs: say so, not "running" its last stage
+                    if self._announced:  # (a job not yet started simply stays queued)
+                        d.bus.publish(ev.StageWaiting(job.id, spec.name))
+
                 t0 = d.clock.monotonic()
                 out = d.executor.run(run_stage_in_worker, (spec.fn, dataclasses.replace(ctx, timeout_s=timeout_s)),
-                                     timeout_s=timeout_s, cancel=cancel, on_start=started)
+                                     timeout_s=timeout_s, cancel=cancel, on_start=started, on_wait=waiting)
             except BaseException as exc:
                 elapsed = d.clock.monotonic() - t0
                 info = engine_classify(exc)

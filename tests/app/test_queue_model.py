@@ -7,7 +7,7 @@ import time
 from PySide6.QtCore import QModelIndex, Qt
 from PySide6.QtGui import QColor, QIcon
 
-from app.queue_model import Column, JobIdRole, ProgressRole, QueueFilterProxy, QueueModel, RowState, StateRole
+from app.queue_model import WAITING_FOR_A_WORKER, Column, JobIdRole, ProgressRole, QueueFilterProxy, QueueModel, RowState, StateRole
 from core.engine import events as ev
 from core.engine.store_rows import JobRow, JobStatus
 from core.resilience.errors import ErrorKind
@@ -88,6 +88,24 @@ def test_rows_follow_job_events_with_progress_from_the_stage_order():
                                        degraded_reasons=("demucs breaker open: used HPSS",))])
     assert cell(model, 1, Column.STATUS) == "degraded"
     assert "HPSS" in cell(model, 1, Column.RESULT)
+
+
+def test_a_job_whose_next_stage_waits_for_a_worker_says_so_until_a_worker_takes_it():
+    model = model_with_rows(2)
+    model.apply_events([ev.JobStarted(1, "/music/take1.wav"), ev.StageFinished(1, "ingest", 0.2),
+                        ev.StageWaiting(1, "process")])
+    assert cell(model, 0, Column.STATUS) == "running"
+    assert cell(model, 0, Column.STAGE) == "process"
+    assert cell(model, 0, Column.RESULT) == WAITING_FOR_A_WORKER
+    assert cell(model, 0, Column.PROGRESS, ProgressRole) == 1 / 3  # still only ingest done
+    model.apply_events([ev.StageStarted(1, "process", 1, 60.0)])
+    assert cell(model, 0, Column.RESULT) == ""
+    model.apply_events([ev.StageWaiting(1, "export"),
+                        ev.JobFailed(1, "/music/take1.wav", "export", "cancelled", "cancelled", ""),
+                        ev.StageWaiting(1, "export")])  # a late one never revives an ended row
+    assert cell(model, 0, Column.STATUS) == "failed" and cell(model, 0, Column.RESULT) == "cancelled"
+    model.apply_events([ev.StageWaiting(2, "ingest")])
+    assert cell(model, 1, Column.STATUS) == "running"
 
 
 def test_a_job_back_in_the_queue_or_cancelled_leaves_running():

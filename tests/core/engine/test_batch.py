@@ -360,3 +360,28 @@ def test_a_new_batch_is_not_a_resume(tmp_path, executor, clock):
         engine.run(engine.add_paths([inputs], {"x": 1}).batch_id)
     started = [e for e in events if isinstance(e, ev.BatchStarted)]
     assert len(started) == 1 and started[0].resumed is False
+
+
+def test_a_job_whose_next_stage_waits_for_the_busy_worker_is_said_to_wait(tmp_path, clock):
+    """One worker, one job more in flight: job 1's "process" is ready while job 2's ingest holds the worker."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "ingest_delay").write_text("0.5")  # job 2's ingest is still running when job 1's process is handed over
+    inputs = _inputs(tmp_path, 2)
+    one = ProcessExecutor(max_workers=1, grace_s=2.0)
+    try:
+        engine, events = _engine(out, one, clock, extra_supervisors=1)
+        with engine:
+            added = engine.add_paths([inputs], {})
+            assert engine.run(added.batch_id, workers=1).counts["done"] == 2
+            first, second = (j.id for j in engine.store.jobs(added.batch_id))
+    finally:
+        one.shutdown()
+    told = [(type(e).__name__, e.stage) for e in events
+            if isinstance(e, (ev.StageWaiting, ev.StageStarted)) and e.job_id == first]
+    assert ("StageWaiting", "process") in told
+    assert told.index(("StageWaiting", "process")) + 1 == told.index(("StageStarted", "process"))
+    for job_id in (first, second):  # never said of a job still in the queue (before a worker took its first stage)
+        mine = [e for e in events if getattr(e, "job_id", None) == job_id]
+        started = next(i for i, e in enumerate(mine) if isinstance(e, ev.JobStarted))
+        assert not any(isinstance(e, ev.StageWaiting) for e in mine[:started])

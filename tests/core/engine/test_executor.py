@@ -343,7 +343,8 @@ def test_a_failing_start_up_warm_does_not_keep_the_worker_from_working():
 
 def test_on_start_is_called_once_when_a_worker_takes_the_task_even_a_quick_one(executor):
     calls = []
-    assert executor.run(workfns.add, (1, 2), timeout_s=30, on_start=lambda: calls.append("quick")) == 3
+    assert executor.run(workfns.add, (1, 2), timeout_s=30, on_start=lambda: calls.append("quick"),
+                        on_wait=lambda: calls.append("waited with a worker free")) == 3
     assert executor.run(workfns.hang, (0.3,), timeout_s=30, on_start=lambda: calls.append("slow")) == "woke"
     with pytest.raises(ValueError):
         executor.run(workfns.raise_value_error, ("bad",), timeout_s=30, on_start=lambda: calls.append("raised"))
@@ -353,7 +354,7 @@ def test_on_start_is_called_once_when_a_worker_takes_the_task_even_a_quick_one(e
 def test_on_start_waits_for_a_free_worker_and_its_failure_never_fails_the_task(executor):
     token = CancelToken()
     started = threading.Event()
-    waited = []
+    waited, told_to_wait = [], []
 
     def blocker():  # keeps the only worker busy
         executor.run(workfns.hang, (1.5,), timeout_s=30, on_start=started.set)
@@ -367,9 +368,14 @@ def test_on_start_waits_for_a_free_worker_and_its_failure_never_fails_the_task(e
         waited.append(time.monotonic() - t0)
         raise RuntimeError("an observer's bug")
 
-    assert executor.run(workfns.add, (2, 2), timeout_s=30, on_start=second_started) == 4
+    def second_waits():
+        told_to_wait.append(time.monotonic() - t0)
+        raise RuntimeError("another observer's bug")
+
+    assert executor.run(workfns.add, (2, 2), timeout_s=30, on_start=second_started, on_wait=second_waits) == 4
     t.join()
     assert len(waited) == 1 and waited[0] > 0.8  # called when the worker took it, not when it was handed over
+    assert len(told_to_wait) == 1 and told_to_wait[0] < 0.5  # said at once: the only worker was busy
     token.cancel("never ran")
     never = []
     with pytest.raises(Cancelled):
