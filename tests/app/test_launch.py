@@ -2,9 +2,10 @@
 
 The first test launches a fresh interpreter (so ``sys.modules`` starts empty),
 builds the real ``MainWindow`` over a ``Controller`` offscreen and notes which
-modules are loaded at the window's first paint; then it waits for the plots
-to be built in the background and for a plot dock brought to the front to
-fill in. The others check, in this process, when the plot docks build.
+modules are loaded at the window's first paint; then it waits for the plot
+modules to load (pyqtgraph on the GUI thread, in steps: PySide6's lazily made
+types are not thread-safe) and for a plot dock brought to the front to fill
+in. The others check, in this process, when the plot docks build.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ NOT_AT_FIRST_PAINT = ("numpy", "pyqtgraph", "librosa", "numba", "scipy", "scipy.
                       "multiprocessing", "asyncio", "core.engine.batch", "core.engine.executor", "soundfile")
 
 CHILD = r"""
-import gc, json, sys, time
+import gc, json, sys, threading, time
 from pathlib import Path
 
 from app.main import keep_bools_alive
@@ -31,6 +32,7 @@ keep_bools_alive()
 from PySide6.QtCore import QTimer, qInstallMessageHandler
 from PySide6.QtWidgets import QApplication, QDockWidget, QToolBar
 
+import app.window_docks as window_docks
 from app.controller import Controller, EngineRecipe
 from app.main_window import MainWindow
 from core.resilience.health import HealthReport
@@ -41,6 +43,16 @@ work = Path(sys.argv[1])
 store = SettingsStore(work / "settings.json")
 store.save(Settings(output_dir=str(work / "out")))
 facts = {"imported": sorted(sys.modules)}
+import_plots = window_docks.preload_plot_modules
+
+
+def watched_import():
+    facts["pyqtgraph_before_import"] = "pyqtgraph" in sys.modules
+    facts["import_thread"] = "main" if threading.current_thread() is threading.main_thread() else "other"
+    import_plots()
+
+
+window_docks.preload_plot_modules = watched_import
 app = QApplication([sys.argv[0]])
 controller = Controller(store, EngineRecipe(health=lambda out_dir: HealthReport(results=(), created_at=0.0)))
 window = MainWindow(controller)
@@ -64,6 +76,7 @@ while time.monotonic() < deadline and not all(d.build_allowed for d in window.do
 facts["allowed"] = all(d.build_allowed for d in window.docks.values())
 facts["pyqtgraph_after"] = "pyqtgraph" in sys.modules
 facts["frozen"] = gc.get_freeze_count()
+facts["preload_steps"] = window._panels._preload.steps
 facts["built_when_allowed"] = {n: d.built for n, d in window.docks.items()}
 resources = window.docks["ResourcesDock"]
 resources.raise_()
@@ -97,8 +110,12 @@ def test_the_window_paints_before_the_heavy_modules_load(tmp_path):
     assert facts["queue_visible"] and facts["toolbar_visible"]
     assert DOCKS <= set(facts["docks_at_paint"])
     assert not any(facts["plots_built_at_paint"][n] for n in ("InspectorDock", "BreakersDock", "ResourcesDock"))
-    # after the paint: the plot modules were imported in the background, start-up objects frozen for the GC
+    # after the paint: the plot modules were imported, start-up objects frozen for the GC
     assert facts["allowed"] and facts["pyqtgraph_after"] and facts["frozen"] > 0
+    # pyqtgraph on the GUI thread (never a pool thread: PySide6 makes its types lazily, not thread-safely),
+    # after the Qt types were made over several turns of the event loop
+    assert facts["import_thread"] == "main" and not facts["pyqtgraph_before_import"]
+    assert facts["preload_steps"] > 1
     # a dock behind a tab or showing its empty state builds nothing yet; brought to the front, it does
     assert not facts["built_when_allowed"]["ResourcesDock"] and not facts["built_when_allowed"]["InspectorDock"]
     assert facts["resources_built"] and facts["resources_curve"]
