@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from PySide6.QtCore import QObject, QThreadPool, QTimer
 
+from app.engine_recipe import run_workers
 from app.queue_model import RowState
 from app.runner import BatchSlot, SupervisorRunnable
 from core.engine import supervisors_for
@@ -124,7 +125,7 @@ class BatchControl:
         config, report = self.recipe.config(self.settings), None
         if preflight is not None and isinstance(config, PipelineConfig):
             paths = [j.input_path for j in engine.store.jobs(slot.batch_id, JobStatus.PENDING)]
-            report = preflight(paths, out_dir, config, self.settings.run.workers) if paths else None
+            report = preflight(paths, out_dir, config, run_workers(self.settings.run)) if paths else None
             if report is not None and any(p.area != "files" for p in report.blockers):
                 return None, report
         return engine.start(slot.batch_id), report
@@ -146,7 +147,7 @@ class BatchControl:
             run.pause("paused by you")
         elif self._stop == "cancel":
             run.cancel()
-        self._supervisors.start(run, supervisors_for(self.settings.run.workers), self._on_supervisors_left)
+        self._supervisors.start(run, supervisors_for(run_workers(self.settings.run)), self._on_supervisors_left)
         self._tick.start()
         self.batch_started.emit(run.batch_id)
         self._emit_state()

@@ -34,7 +34,7 @@ from app.bridge import EngineBridge
 from app.checkpoints_poller import CheckpointsPoller
 from app.control_state import ControlState, JobInfo
 from app.engine_host import EngineHost
-from app.engine_recipe import EngineRecipe, default_output_dir, engine_options
+from app.engine_recipe import EngineRecipe, default_output_dir, engine_options, run_workers
 from app.event_feed import EventFeed
 from app.health_check import HealthCheck
 from app.queue_model import QueueModel, RowState
@@ -102,7 +102,7 @@ class Controller(QObject, BatchControl):
         self.bus = ev.EventBus()
         self._unsubscribe_bridge = self.bus.subscribe(self.bridge.post)
         self._host = EngineHost(self.recipe, self.bus, lambda: engine_options(self.settings.run),
-                                self.settings.run.workers, parent=self)
+                                run_workers(self.settings.run), parent=self)
         self._adopted: Engine | None = None
         self._error = ""
         self._slot = BatchSlot()
@@ -234,7 +234,7 @@ class Controller(QObject, BatchControl):
     def apply_settings(self, settings: Settings) -> None:
         """Settings the dialog saved: a new folder is opened; new run options apply from the next run."""
         old, self.settings = self.settings, settings
-        self._host.set_workers(settings.run.workers)
+        self._host.set_workers(run_workers(settings.run))
         if settings.output_dir and os.path.abspath(settings.output_dir) != self.out_dir:
             self.set_output_dir(settings.output_dir)
         elif settings.run != old.run:

@@ -61,11 +61,18 @@ def default_preflight(paths: list[str], out_dir: str, config: PipelineConfig, wo
     return preflight(paths, out_dir, config, workers=workers)
 
 
+def run_workers(run: RunSettings) -> int:
+    """The worker processes the window runs: the setting, at most one per usable core (see workers_to_run)."""
+    from core.engine import workers_to_run
+
+    return workers_to_run(run.workers)
+
+
 def engine_options(run: RunSettings) -> EngineOptions:
     """The engine's options from the run settings (read each time an engine is opened)."""
     from core.engine.batch import EngineOptions
 
-    return EngineOptions(workers=run.workers, max_crashes=run.max_crashes, keep_work_files=run.keep_work_files,
+    return EngineOptions(workers=run_workers(run), max_crashes=run.max_crashes, keep_work_files=run.keep_work_files,
                          retry=run.retry, breaker=run.breaker, timeouts=run.timeouts)
 
 

@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
     QLineEdit, QPushButton, QSpinBox, QTabWidget, QVBoxLayout, QWidget,
 )
 
+from core.engine import usable_cpus
 from core.pipeline.config import ConfigError
 from core.settings import MAX_WORKERS, Settings, SettingsError, SettingsStore
 
@@ -91,7 +92,10 @@ class SettingsDialog(QDialog):
         h.addWidget(self.output_edit)
         h.addWidget(browse)
         self._add(form, "settings.output_dir", "Output folder", self.output_edit, row)
-        self._add(form, "run.workers", "Parallel jobs", _spin(0, MAX_WORKERS))
+        workers = _spin(0, MAX_WORKERS)
+        workers.setToolTip(f"Worker processes analysing files at once. Stave runs at most one per core "
+                           f"({usable_cpus()} here): more would only wait for the cores and use more memory.")
+        self._add(form, "run.workers", "Parallel jobs", workers)
 
         stages = QGroupBox("Stages")
         sform = QFormLayout(stages)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import signal
 import sys
@@ -28,13 +29,42 @@ def _timeout(text: str) -> tuple[str, float]:
         value = float(seconds)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected STAGE=SECONDS, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"a timeout is a number of seconds above 0, got {seconds!r}")
     if stage not in STAGE_CHOICES:
         raise argparse.ArgumentTypeError(f"unknown stage {stage!r} (stages: {', '.join(STAGE_CHOICES)})")
     return stage, value
 
 
+def _worker_count(text: str) -> int:
+    from core.settings import MAX_WORKERS
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to {MAX_WORKERS}, got {text!r}")
+    return value
+
+
+def _workers_for(args: argparse.Namespace, settings, jobs: int | None = None) -> int:
+    """The workers this run starts: what was asked (--workers, else the settings), at most one per usable core
+    and one per job; says so when --workers asked for more cores than there are."""
+    from core.engine import usable_cpus, workers_to_run
+
+    requested = args.workers or settings.run.workers
+    workers = workers_to_run(requested, jobs)
+    if args.workers and workers < requested and workers == usable_cpus():
+        print(f"stave: running {workers} worker{'s' if workers > 1 else ''}, not {requested}: Stave may use "
+              f"{workers} core{'s' if workers > 1 else ''} here, and more workers would only wait for them "
+              "while using more memory", file=sys.stderr)
+    return workers
+
+
 def _add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workers", type=int, metavar="N", help="parallel worker processes (default: from settings)")
+    p.add_argument("--workers", type=_worker_count, metavar="N",
+                   help="parallel worker processes (default: from settings; at most one per core)")
     p.add_argument("--progress", choices=("rich", "plain", "json"),
                    help="progress display: a live bar, a line per file, or one JSON event per line "
                         "(default: rich on a terminal, else plain)")
@@ -187,7 +217,8 @@ def _run_process(args: argparse.Namespace) -> int:
             print(f"  skipped {display_path(s.path)}: {s.reason}", file=sys.stderr)
         return 1
     # Every early exit above needs no worker; from here on there is work, so the pool starts now.
-    executor = _start_workers(args.workers or settings.run.workers, config)
+    args.workers = _workers_for(args, settings, len(found.files))
+    executor = _start_workers(args.workers, config)
     try:
         return _process_files(args, settings, config, found, paths, out_dir, executor)
     finally:
@@ -202,8 +233,7 @@ def _process_files(args: argparse.Namespace, settings, config, found, paths: lis
     from core.pipeline.stages import build_pipeline
 
     if settings.run.preflight and not args.no_preflight:
-        report = preflight([f.path for f in found.files], out_dir, config,
-                           workers=args.workers or settings.run.workers)
+        report = preflight([f.path for f in found.files], out_dir, config, workers=args.workers)
         if report.blockers or report.warnings:
             print(report.format_text(), file=sys.stderr)
         if any(p.area != "files" for p in report.blockers):
@@ -229,6 +259,7 @@ def _run_resume(args: argparse.Namespace) -> int:
 
     settings = _load_settings()
     out_dir = os.path.abspath(args.out)
+    args.workers = _workers_for(args, settings)
     try:
         engine = Engine(out_dir, build_pipeline(), _engine_options(settings, args.workers), create=False)
     except StoreError as exc:

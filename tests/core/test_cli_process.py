@@ -164,7 +164,13 @@ def test_one_truncated_file_exits_1_and_the_summary_names_it_with_kind_reason_su
     (["process", "{inputs}", "--out", "{out}", "--time-signature", "0/4"], "time_signature_numerator"),
     (["process", "{missing}", "--out", "{out}"], "no such file or folder"),
     (["process", "{inputs}", "--out", "{out}", "--timeout", "mix=3"], "unknown stage"),
-], ids=["missing-out", "bad-time-signature", "time-signature-zero", "nonexistent-path", "bad-timeout"])
+    (["process", "{inputs}", "--out", "{out}", "--timeout", "analyze=nan"], "above 0"),
+    (["process", "{inputs}", "--out", "{out}", "--timeout", "analyze=-5"], "above 0"),
+    (["process", "{inputs}", "--out", "{out}", "--workers", "0"], "from 1 to 256"),
+    (["process", "{inputs}", "--out", "{out}", "--workers", "1000"], "from 1 to 256"),
+    (["process", "{inputs}", "--out", "{out}", "--workers", "two"], "from 1 to 256"),
+], ids=["missing-out", "bad-time-signature", "time-signature-zero", "nonexistent-path", "bad-timeout",
+        "nan-timeout", "negative-timeout", "zero-workers", "a-thousand-workers", "workers-not-a-number"])
 def test_usage_errors_exit_2_and_create_nothing(tmp_path, env, args, message):
     inputs = tmp_path / "in"
     inputs.mkdir()
@@ -175,6 +181,27 @@ def test_usage_errors_exit_2_and_create_nothing(tmp_path, env, args, message):
     assert message in done.stderr
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_more_workers_than_cores_or_files_start_only_what_can_work(tmp_path, env):
+    """--workers asks for the most; Stave starts at most one worker per usable core and per file."""
+    from core.engine import usable_cpus
+
+    inputs = tmp_path / "in"
+    write_songs(inputs, SONGS[:1])
+    done = run_stave(["process", str(inputs), "--out", str(tmp_path / "out"), "--workers", "64",
+                      "--progress", "json"], env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    [started] = [e for e in json_lines(done.stdout) if e["event"] == "BatchStarted"]
+    assert started["total_jobs"] == 1
+    if usable_cpus() > 1:  # one file: one worker, and nothing to say about cores
+        assert "not 64" not in done.stderr
+    inputs2 = tmp_path / "in2"
+    write_songs(inputs2, SONGS[: usable_cpus() + 1])
+    done = run_stave(["process", str(inputs2), "--out", str(tmp_path / "out2"), "--workers", "64"], env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    n = usable_cpus()
+    assert f"running {n} worker{'s' if n > 1 else ''}, not 64" in done.stderr
 
 
 # --- folders that are not (usable) batches ---------------------------------------------------------
