@@ -34,6 +34,7 @@ from typing import Any, Callable, Protocol
 
 import pebble
 
+from core.engine.owner_watch import watch_owner
 from core.resilience import children
 from core.resilience.cancel import CancelToken
 from core.resilience.errors import Cancelled, StageTimeout, WorkerCrashed, WorkersUnavailable, one_line
@@ -67,10 +68,13 @@ class _WarmStart:
         return _WarmStart, (self.spec,)
 
 
-def _worker_init(env: dict[str, str], preload: tuple[str, ...] = (), warm_start: _WarmStart | None = None) -> None:
+def _worker_init(env: dict[str, str], preload: tuple[str, ...] = (), warm_start: _WarmStart | None = None,
+                 owner_pid: int | None = None) -> None:
     # First: a worker ignores Ctrl-C (the supervisor decides what a Ctrl-C means), also while it imports and warms.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     children.install_sigterm_handler()  # a stopped worker takes the tools it started with it
+    if owner_pid is not None:  # and a worker whose Stave was killed outright ends at once, tools and all
+        watch_owner(owner_pid)
     os.environ.update(env)
     for module in preload:  # pay for heavy imports when the worker starts, in parallel, not in the first stage
         try:
@@ -140,7 +144,7 @@ class ProcessExecutor:
                 self._pool = pebble.ProcessPool(
                     max_workers=self.max_workers,
                     initializer=_worker_init,
-                    initargs=(self.env, self.preload, self._warm_start),
+                    initargs=(self.env, self.preload, self._warm_start, os.getpid()),
                     context=multiprocessing.get_context(self.context),
                 )
             return self._pool
