@@ -49,7 +49,7 @@ from core.engine.preflight_resources import (_check_disk, _check_memory, _guess_
 from core.engine.scan import display_path
 from core.ffmpeg import find_ffmpeg
 from core.pipeline.config import PipelineConfig
-from core.pipeline.ingest import ProbeInfo, _wav_declared_frames, probe
+from core.pipeline.ingest import ProbeInfo, _wav_declared_frames, known_frames, probe
 from core.resilience.errors import ErrorKind, InputError, StaveError, classify, classify_exit, info_for
 
 __all__ = ["Estimates", "PreflightLimits", "PreflightReport", "Problem", "estimate_disk_bytes",
@@ -107,7 +107,10 @@ class _Checker:
 
     def _soundfile(self, path: Path, info: ProbeInfo) -> None:
         with sf.SoundFile(path) as f:
-            sr, frames = f.samplerate, f.frames
+            sr, frames = f.samplerate, known_frames(f)
+            if not frames:  # the header does not give the length (written through a pipe): the head is all to try
+                self._read(f, path, 0, max(1, round(self.limits.decode_s * sr)), promised=False)
+                return
             head = min(frames, max(1, round(self.limits.decode_s * sr)))
             self._read(f, path, 0, head)
             tail = min(frames - head, round(self.limits.tail_s * sr))
@@ -122,7 +125,8 @@ class _Checker:
             raise _damaged(path, f"it holds {info.frames / info.sample_rate:.2f} s of the "
                                  f"{declared / info.sample_rate:.2f} s its header promises")
 
-    def _read(self, f: sf.SoundFile, path: Path, start: int, n: int) -> None:
+    def _read(self, f: sf.SoundFile, path: Path, start: int, n: int, promised: bool = True) -> None:
+        """Decode ``n`` frames from ``start``; fewer is damage only if the header ``promised`` them."""
         got = 0
         try:
             while got < n:
@@ -136,7 +140,7 @@ class _Checker:
                 got += len(block)
         except (sf.LibsndfileError, RuntimeError) as exc:
             raise _damaged(path, f"decoding failed at {(start + got) / f.samplerate:.2f} s ({exc})") from None
-        if got < n:
+        if got < n and promised:
             raise _damaged(path, f"decoding stopped at {(start + got) / f.samplerate:.2f} s of the "
                                  f"{f.frames / f.samplerate:.2f} s its header promises")
 

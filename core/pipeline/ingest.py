@@ -19,6 +19,7 @@ exists in memory as decoded multichannel audio (an hour of 44.1 kHz stereo is
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import os
 import stat
@@ -49,6 +50,8 @@ if TYPE_CHECKING:
 # libsndfile's decoders for these formats estimate the length from headers;
 # allow a little slack before calling a short read "truncated".
 _LOSSY_FORMATS = frozenset({"MP3", "OGG"})
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -114,8 +117,20 @@ def _open_soundfile(path: Path) -> sf.SoundFile | None:
 # --- probe ----------------------------------------------------------------------
 
 
+_UNKNOWN_LENGTH = 1 << 62  # libsndfile says 2**63 - 1 frames when a header does not give the length
+
+
+def known_frames(f: sf.SoundFile) -> int:
+    """The frames ``f``'s header promises, or 0 when it does not say (a FLAC or WAV written through a pipe)."""
+    frames = int(f.frames)
+    return frames if 0 < frames < _UNKNOWN_LENGTH else 0
+
+
 def probe(path: StrPath, *, ffmpeg: StrPath | None = None) -> ProbeInfo:
-    """Read a file's header: length, rate, channels, format and which decoder applies."""
+    """Read a file's header: length, rate, channels, format and which decoder applies.
+
+    ``frames`` and ``duration_s`` are 0 when the header does not give the
+    length (the decoder then reads to the end)."""
     path = Path(path)
     size = _check_file(path)
     f = _open_soundfile(path)
@@ -123,12 +138,14 @@ def probe(path: StrPath, *, ffmpeg: StrPath | None = None) -> ProbeInfo:
     if f is not None:
         with f:
             sf_format = f.format
-            if f.frames > 0:
+            frames = known_frames(f)
+            # An unknown length (libsndfile's FLAC reader then fails at the stream's end): ffmpeg decodes it whole.
+            if frames or (f.frames > 0 and _resolve_ffmpeg(ffmpeg) is None):
                 return ProbeInfo(
-                    duration_s=f.frames / f.samplerate,
+                    duration_s=frames / f.samplerate,
                     sample_rate=int(f.samplerate),
                     channels=int(f.channels),
-                    frames=int(f.frames),
+                    frames=frames,
                     format=f.format,
                     subtype=f.subtype,
                     decoder="soundfile",
@@ -193,16 +210,47 @@ def _truncated(path: Path, got: int, expected: int, sr: int) -> InputError:
 
 
 
+_SMALL_READ = 1024  # frames
+
+
+def _read_to_unknown_end(f: sf.SoundFile, view: np.ndarray, path: Path) -> int:
+    """Fill ``view`` from a stream whose header gives no length (decoded without ffmpeg).
+
+    libsndfile's FLAC reader fails, rather than returning short, when a read
+    crosses such a stream's end: read in small steps and take a failure after
+    some audio as the end (losing less than ``_SMALL_READ`` frames).
+    """
+    got = 0
+    while got < len(view):
+        want = min(_SMALL_READ, len(view) - got)
+        try:
+            n = len(f.read(frames=want, dtype="float32", out=view[got:got + want]))
+        except (sf.LibsndfileError, RuntimeError) as exc:
+            if not got and not f.tell():
+                raise
+            log.info("%s: no length in its header; decoding ended with %s", path.name, exc)
+            return got
+        got += n
+        if n < want:
+            break
+    return got
+
+
 def _decode_soundfile(path: Path, f: sf.SoundFile, make_sink: SinkFactory) -> tuple[np.ndarray, int, int]:
-    sr, expected = int(f.samplerate), int(f.frames)
+    sr, expected = int(f.samplerate), known_frames(f)  # 0: unknown, read to the end
     declared = _wav_declared_frames(path) if f.format in ("WAV", "WAVEX") else None
     buf = make_sink(int(f.channels), sr, expected)
+    if expected:
+        def read_into(view): return len(f.read(frames=len(view), dtype="float32", out=view))
+        def read_block(n): return f.read(frames=n, dtype="float32", always_2d=True)
+    else:
+        def read_into(view): return _read_to_unknown_end(f, view, path)
+
+        def read_block(n):
+            block = np.empty((n, f.channels), dtype=np.float32)
+            return block[:_read_to_unknown_end(f, block, path)]
     try:
-        audio = buf.fill(
-            path,
-            lambda view: len(f.read(frames=len(view), dtype="float32", out=view)),
-            lambda n: f.read(frames=n, dtype="float32", always_2d=True),
-        )
+        audio = buf.fill(path, read_into, read_block)
     except (sf.LibsndfileError, RuntimeError) as exc:
         raise InputError(
             f"{path.name}: truncated or damaged: decoding stopped after {buf.filled / sr:.2f} s ({exc})",
@@ -213,7 +261,7 @@ def _decode_soundfile(path: Path, f: sf.SoundFile, make_sink: SinkFactory) -> tu
         raise _truncated(path, got, declared, sr)
     # libsndfile's MP3/Ogg lengths are estimates: allow a little slack there.
     slack = max(int(0.01 * expected), 2048) if f.format in _LOSSY_FORMATS else 0
-    if expected - got > slack:
+    if expected and expected - got > slack:
         raise _truncated(path, got, expected, sr)
     return audio, sr, got
 
@@ -331,5 +379,5 @@ def ingest_mono(path: StrPath, config: PipelineConfig, target_sr: int, *,
     return MonoIngest(y=y, probe=info, content_hash=content_hash, peak_dbfs=sink.peak_dbfs)
 
 
-__all__ = ["BLOCK_FRAMES", "IngestResult", "MonoIngest", "ProbeInfo", "decode", "ingest", "ingest_mono", "peak_dbfs",
-           "probe"]
+__all__ = ["BLOCK_FRAMES", "IngestResult", "MonoIngest", "ProbeInfo", "decode", "ingest", "ingest_mono",
+           "known_frames", "peak_dbfs", "probe"]

@@ -34,6 +34,8 @@ class _Sink(Protocol):
     def fill(self, path: Path, read_into: Callable[[np.ndarray], int],
              read_block: Callable[[int], np.ndarray]) -> np.ndarray: ...
 
+    def finish(self) -> np.ndarray: ...
+
 
 SinkFactory = Callable[[int, int, int], _Sink]  # (channels, sample rate, frames expected) -> sink
 
@@ -109,7 +111,10 @@ class _MonoSink:
                 self._mono.push(block)
             self.filled += got
             if got < len(self._block):
-                return self._mono.finish()
+                return self.finish()
+
+    def finish(self) -> np.ndarray:
+        return self._mono.finish()
 
     @property
     def peak_dbfs(self) -> float:

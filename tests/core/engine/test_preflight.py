@@ -292,3 +292,16 @@ def test_bad_settings_are_refused_naming_the_field(tmp_path):
         preflight([], tmp_path, CONFIG, workers=0)
     with pytest.raises(ValueError, match="time_budget_s"):
         preflight([], tmp_path, CONFIG, time_budget_s=-1)
+
+
+@pytest.mark.parametrize("with_ffmpeg", [pytest.param(True, marks=pytest.mark.skipif(not HAVE_FFMPEG,
+                                                                                    reason="needs ffmpeg")), False])
+def test_a_flac_without_its_length_passes_and_asks_for_no_absurd_resources(tmp_path, request, with_ffmpeg):
+    from tests.core.pipeline.test_ingest import unknown_length_flac
+
+    if not with_ffmpeg:
+        request.getfixturevalue("no_ffmpeg")
+    path = str(unknown_length_flac(tmp_path / "piped.flac"))
+    report = run([path], tmp_path / "out", disk_usage=lambda _p: Usage(10**11, 0, 10**10),
+                 available_memory=lambda: 8 << 30)
+    assert report.blockers == [] and report.warnings == []  # was: thousands of hours, disk and memory blockers

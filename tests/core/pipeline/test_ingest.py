@@ -336,3 +336,37 @@ def test_header_only_wav_is_empty(tmp_path):
     with pytest.raises(Exception) as e:
         ingest(path, CFG)
     assert kind_of(e) is ErrorKind.INPUT_EMPTY
+
+
+# --- a header without the length (a FLAC written through a pipe) -----------------------------------------
+
+
+def unknown_length_flac(path, seconds=5.0, sr=22050, freq=440.0):
+    """A FLAC whose STREAMINFO says "total samples unknown" (0), as one written to a pipe does."""
+    y = (0.3 * np.sin(2 * np.pi * freq * np.arange(int(seconds * sr)) / sr)).astype(np.float32)
+    sf.write(path, y, sr)
+    data = bytearray(path.read_bytes())
+    assert data[:4] == b"fLaC"  # then STREAMINFO: the 36-bit total sits in bytes 21 (low nibble) to 25
+    data[21] &= 0xF0
+    data[22:26] = bytes(4)
+    path.write_bytes(bytes(data))
+    assert sf.info(str(path)).frames >= 1 << 62  # libsndfile: "unknown" (was a ValueError deep in decoding)
+    return path
+
+
+@pytest.mark.parametrize("with_ffmpeg", [pytest.param(True, marks=needs_ffmpeg), False])
+def test_a_flac_without_its_length_in_the_header_decodes_whole(tmp_path, monkeypatch, with_ffmpeg):
+    from core.pipeline.ingest import ingest_mono
+
+    path = unknown_length_flac(tmp_path / "piped.flac")
+    if not with_ffmpeg:
+        no_ffmpeg(monkeypatch)
+    info = probe(path)
+    assert info.frames == 0 and info.duration_s == 0.0  # unknown, said as such
+    assert info.decoder == ("ffmpeg" if with_ffmpeg else "soundfile")
+    result = ingest(path, CFG)
+    # ffmpeg decodes every frame; libsndfile fails at such a stream's end and loses less than 1,024 frames
+    assert 5.0 - 1024 / 22050 <= result.probe.duration_s <= 5.0 + 1e-6
+    assert abs(dominant_hz(result.audio[0], result.sr) - 440.0) < 2.0
+    mono = ingest_mono(path, CFG, 22050)
+    assert abs(len(mono.y) - result.audio.shape[1]) <= 1
