@@ -96,7 +96,7 @@ def song_row(summary: dict[str, Any]) -> dict[str, Any]:
     alts = {a.get("relation"): a for a in summary.get("tempo_alternatives") or []}
     sep = summary.get("separation") or {}
     tr = summary.get("transcription") or {}
-    row = {c.name: summary.get(c.name) for c in SONG_COLUMNS}
+    row = {c.name: _utf8(summary.get(c.name)) for c in SONG_COLUMNS}
     row.update({
         "tempo_half_bpm": (alts.get("half") or {}).get("bpm"),
         "tempo_half_score": (alts.get("half") or {}).get("score"),
@@ -108,6 +108,20 @@ def song_row(summary: dict[str, Any]) -> dict[str, Any]:
         "notes": tr.get("notes"),
     })
     return row
+
+
+def _utf8(value: Any) -> Any:
+    """A file name that is not valid UTF-8 (its bytes kept by Python as lone surrogates) as text Parquet can
+    hold: the undecodable bytes written as ``\\xNN``, the rest as it was. Other values as they are."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            try:
+                return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            except UnicodeEncodeError:  # a surrogate that stands for no byte
+                return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
 
 
 DEFAULT_BARS_SCHEMA = pa.schema([("song_id", _S)])  # when no song has bars

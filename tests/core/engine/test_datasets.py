@@ -401,3 +401,21 @@ def test_parts_from_a_stave_that_built_rows_differently_are_not_used(folder, mon
         assert_publish_equals_rebuild(folder, got)
     finally:
         dataset_parts._format.cache_clear()
+
+
+def test_a_song_whose_file_name_is_not_utf8_keeps_its_row_with_the_bytes_escaped(folder):
+    """Linux names are bytes; one that is not UTF-8 reaches summary.json as lone surrogates, which Parquet
+    cannot hold: the song stays in songs.parquet with the undecodable bytes written as \\xNN."""
+    [job] = folder.queue("odd")
+    folder.finish(job)
+    song_id = folder.store.job(job).song_id
+    summary_path = os.path.join(folder.out, song_id, "summary.json")
+    with open(summary_path, encoding="utf-8") as f:
+        summary = json.load(f)
+    name = os.fsdecode(b"bad\xff\xfe bytes.wav")  # what os.listdir gives for such a name
+    summary.update(input_path="/music/" + name, file_name=name)
+    atomic_write_json(summary_path, summary)  # json keeps the surrogates as \udcff escapes
+    rebuild_datasets(folder.store, folder.out)
+    [row] = folder.datasets()["songs"].to_pylist()  # was: left out ("surrogates not allowed"), only logged
+    assert row["file_name"] == "bad\\xff\\xfe bytes.wav" and row["input_path"] == "/music/bad\\xff\\xfe bytes.wav"
+    assert row["song_id"] == song_id
