@@ -3,11 +3,12 @@
 1. Periodicity: the autocorrelation of the onset envelope (unbiased, so long
    lags are not penalised), lightly smoothed against frame quantisation.
 2. Metrical level, with no tempo prior inside ``[tempo_min, tempo_max]``:
-   start from the strongest periodicity in range and take the fastest
-   integer subdivision of it (1/2, 1/3, 1/4) that is still a clear peak
-   (>= ``LEVEL_RATIO`` of the strongest). A click or a backbeat at 180 BPM
-   keeps its beat even though the bar-level lag is stronger; a groove at
-   60 BPM does not drop to its quieter eighth-note hi-hats.
+   start from the strongest periodicity in range and step down one level at
+   a time (1/2, else 1/3; 1/4 on the first step) while the faster level is
+   still a clear peak (>= ``LEVEL_RATIO`` of the level it divides). A click
+   or a backbeat at 180 BPM keeps its beat even though the bar-level lag is
+   stronger; a groove at 60-95 BPM does not drop to its eighth-note hi-hats,
+   bass line or chords.
 3. Beats: Ellis's dynamic-programming tracker (the algorithm of
    ``librosa.beat.beat_track``, in numpy with a fractional period, which
    also spares every worker process librosa's numba compile of it); beats
@@ -31,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 MIN_PERIODICITY = 0.08  # weaker autocorrelation peaks (noise, free-time music) mean "no pulse"
-LEVEL_RATIO = 0.4  # a faster metrical level must reach this share of the strongest peak
+LEVEL_RATIO = 0.5  # a faster metrical level must reach this share of the level it divides
 PHASE_TIE = 0.95  # phases scoring within 5 % of the best count as tied: the earliest wins
 _EDGE_WINDOW = 0.15  # fraction of a period searched around a predicted edge beat
 _EDGE_CONTRAST = 5.0  # an edge hit must stand this many times above the median envelope around it
@@ -118,24 +119,35 @@ def _refine(ac: np.ndarray, i: int) -> float:
 
 
 def choose_beat_lag(ac: np.ndarray, lag_min: float, lag_max: float, ratio: float = LEVEL_RATIO) -> float | None:
-    """The beat period in frames (fractional), or None when nothing in range is periodic."""
+    """The beat period in frames (fractional), or None when nothing in range is periodic.
+
+    From the strongest periodicity in range, step down one metrical level at a
+    time (a half, else a third; a quarter too on the first step, from a bar)
+    while the faster level is a clear peak beside the level it divides (at
+    least ``ratio`` of it). Judging each level against the one above, not
+    against the strongest, keeps an eighth-note bass line or eighth-note
+    chords (clear, but weaker than the beat) from doubling a slow song's tempo.
+    """
     peaks = _peaks(ac)
     in_range = peaks[(peaks >= lag_min * 0.97) & (peaks <= lag_max * 1.03)]
     if in_range.size == 0:
         return None
-    strongest = int(in_range[np.argmax(ac[in_range])])
-    if ac[strongest] < MIN_PERIODICITY:
+    best = int(in_range[np.argmax(ac[in_range])])
+    if ac[best] < MIN_PERIODICITY:
         return None
-    best = strongest
-    for k in (4, 3, 2):  # fastest subdivision first
-        target = strongest / k
-        if target < lag_min * 0.97:
-            continue
-        near = peaks[np.abs(peaks - target) <= max(1.5, 0.04 * target)]
-        if near.size and ac[near].max() >= ratio * ac[strongest]:
-            best = int(near[np.argmax(ac[near])])
-            break
-    return _refine(ac, best)
+    divisors: tuple[int, ...] = (2, 3, 4)
+    while True:
+        for k in divisors:
+            target = best / k
+            if target < lag_min * 0.97:
+                continue
+            near = peaks[np.abs(peaks - target) <= max(1.5, 0.04 * target)]
+            if near.size and ac[near].max() >= ratio * ac[best]:
+                best = int(near[np.argmax(ac[near])])
+                break
+        else:
+            return _refine(ac, best)
+        divisors = (2, 3)
 
 
 def track_beats(onset: np.ndarray, period: float, tightness: float = 100.0) -> np.ndarray:

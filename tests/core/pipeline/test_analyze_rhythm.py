@@ -112,7 +112,7 @@ def test_beat_period_counts_a_skipped_beat():
     assert rhythm.beat_period(np.array([1.0])) == 0.0
 
 
-def test_choose_beat_lag_prefers_the_fastest_clear_level():
+def test_choose_beat_lag_steps_down_to_the_fastest_clear_level():
     lags = np.arange(200, dtype=float)
 
     def bumps(*centres_and_heights):
@@ -126,6 +126,11 @@ def test_choose_beat_lag_prefers_the_fastest_clear_level():
     assert rhythm.choose_beat_lag(bumps((20, 0.5), (40, 0.8)), 10, 60) == pytest.approx(20, abs=0.5)
     # a faint half-lag peak (hi-hats between beats) does not pull the tempo up
     assert rhythm.choose_beat_lag(bumps((15, 0.1), (30, 0.7), (60, 0.9)), 12, 62) == pytest.approx(30, abs=0.5)
+    # an eighth-note bass line under a slow groove (the half-bar lag strongest, the beat as strong, the eighth
+    # clear but well below the beat): each level is judged against the one it divides, so the beat holds
+    assert rhythm.choose_beat_lag(bumps((20, 0.29), (40, 0.70), (80, 0.72)), 10, 90) == pytest.approx(40, abs=0.5)
+    # a bar-level peak whose beat is clear though its half-bar is not: a quarter of it, on the first step
+    assert rhythm.choose_beat_lag(bumps((20, 0.6), (80, 0.9)), 10, 90) == pytest.approx(20, abs=0.5)
     # nothing periodic: no lag
     assert rhythm.choose_beat_lag(bumps((30, 0.05)), 10, 60) is None
 
