@@ -49,7 +49,7 @@ from core.engine.preflight_resources import (_check_disk, _check_memory, _guess_
 from core.engine.scan import display_path
 from core.ffmpeg import find_ffmpeg
 from core.pipeline.config import PipelineConfig
-from core.pipeline.ingest import ProbeInfo, _wav_declared_frames, known_frames, probe
+from core.pipeline.ingest import ProbeInfo, _wav_declared_frames, check_sample_rate, known_frames, probe
 from core.resilience.errors import ErrorKind, InputError, StaveError, classify, classify_exit, info_for
 
 __all__ = ["Estimates", "PreflightLimits", "PreflightReport", "Problem", "estimate_disk_bytes",
@@ -86,6 +86,7 @@ class _Checker:
             raise _Abandoned
         try:
             info = probe(path, ffmpeg=self.ffmpeg)
+            check_sample_rate(path, info)  # a damaged header: its absurd length must not count toward resources
         except Exception as exc:
             result = _FileCheck(path, None)
             result.add(classify(exc))

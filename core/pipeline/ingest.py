@@ -117,6 +117,8 @@ def _open_soundfile(path: Path) -> sf.SoundFile | None:
 # --- probe ----------------------------------------------------------------------
 
 
+MIN_SAMPLE_RATE = 2000  # Hz: below it, a header is damaged (a 1 Hz "rate" made an 88 KB file 12 hours long)
+MAX_PEAK_DBFS = 60.0  # float samples above this are damage, not a loud master
 _UNKNOWN_LENGTH = 1 << 62  # libsndfile says 2**63 - 1 frames when a header does not give the length
 
 
@@ -321,6 +323,9 @@ def _accept(path: Path, info: ProbeInfo, frames: int, sr: int, channels: int, pe
     duration = frames / sr
     if duration < config.min_duration_s:
         raise _too_short(duration, config)
+    if peak > MAX_PEAK_DBFS:  # float samples a thousand times full scale: not a level anyone mixed to
+        raise InputError(f"{path.name}: damaged: its samples reach {peak:+.0f} dBFS (float data that is not audio?)",
+                         kind=ErrorKind.INPUT_CORRUPT)
     if peak < config.silence_threshold_dbfs:
         level = "digital silence" if peak == -math.inf else f"peak {peak:.1f} dBFS"
         raise InputError(
@@ -336,7 +341,17 @@ def _start(path: Path, config: PipelineConfig, ffmpeg: StrPath | None) -> tuple[
         ffmpeg = config.ffmpeg_path
     _check_file(path)
     content_hash = sha256_file(path)
-    return ffmpeg, content_hash, probe(path, ffmpeg=ffmpeg)
+    info = probe(path, ffmpeg=ffmpeg)
+    check_sample_rate(path, info)  # before decoding: resampling such a file would take minutes and gigabytes
+    return ffmpeg, content_hash, info
+
+
+def check_sample_rate(path: StrPath, info: ProbeInfo) -> None:
+    """Refuse a header whose sample rate no music can have (below ``MIN_SAMPLE_RATE``)."""
+    if 0 < info.sample_rate < MIN_SAMPLE_RATE:
+        raise InputError(f"{Path(path).name}: its header gives a sample rate of {info.sample_rate} Hz, below the "
+                         f"{MIN_SAMPLE_RATE} Hz any music analysis needs (a damaged header?)",
+                         kind=ErrorKind.INPUT_CORRUPT)
 
 
 def ingest(path: StrPath, config: PipelineConfig, *, ffmpeg: StrPath | None = None) -> IngestResult:
@@ -380,4 +395,4 @@ def ingest_mono(path: StrPath, config: PipelineConfig, target_sr: int, *,
 
 
 __all__ = ["BLOCK_FRAMES", "IngestResult", "MonoIngest", "ProbeInfo", "decode", "ingest", "ingest_mono",
-           "known_frames", "peak_dbfs", "probe"]
+           "check_sample_rate", "known_frames", "peak_dbfs", "probe"]

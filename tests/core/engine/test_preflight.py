@@ -305,3 +305,17 @@ def test_a_flac_without_its_length_passes_and_asks_for_no_absurd_resources(tmp_p
     report = run([path], tmp_path / "out", disk_usage=lambda _p: Usage(10**11, 0, 10**10),
                  available_memory=lambda: 8 << 30)
     assert report.blockers == [] and report.warnings == []  # was: thousands of hours, disk and memory blockers
+
+
+def test_a_damaged_sample_rate_is_the_files_problem_not_a_memory_blocker(tmp_path):
+    import struct
+
+    path = tmp_path / "one_hz.wav"
+    wav(path, 4.0, sr=8000)
+    data = bytearray(path.read_bytes())
+    data[24:28], data[28:32] = struct.pack("<I", 1), struct.pack("<I", 4)  # 32,000 frames at "1 Hz": 9 hours
+    path.write_bytes(bytes(data))
+    good = wav(tmp_path / "good.wav", 4.0)
+    report = run([str(path), good], tmp_path / "out", available_memory=lambda: 2 << 30)
+    [problem] = report.blockers
+    assert problem.path == str(path) and problem.kind is ErrorKind.INPUT_CORRUPT and "1 Hz" in problem.reason

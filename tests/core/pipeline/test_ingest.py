@@ -370,3 +370,28 @@ def test_a_flac_without_its_length_in_the_header_decodes_whole(tmp_path, monkeyp
     assert abs(dominant_hz(result.audio[0], result.sr) - 440.0) < 2.0
     mono = ingest_mono(path, CFG, 22050)
     assert abs(len(mono.y) - result.audio.shape[1]) <= 1
+
+
+def test_a_header_claiming_a_sample_rate_of_1_hz_is_corrupt_before_decoding(tmp_path):
+    path = tmp_path / "one_hz.wav"
+    sf.write(path, stereo_sine(1.0, 8000), 8000)
+    data = bytearray(path.read_bytes())
+    assert data[12:16] == b"fmt "
+    data[24:28] = struct.pack("<I", 1)  # sample rate
+    data[28:32] = struct.pack("<I", 4)  # byte rate (1 Hz x 2 channels x 2 bytes)
+    path.write_bytes(bytes(data))
+    assert sf.info(str(path)).samplerate == 1  # 8,000 frames: "2.2 hours" of audio
+    with pytest.raises(Exception) as excinfo:
+        ingest(path, CFG)
+    assert kind_of(excinfo) is ErrorKind.INPUT_CORRUPT and "1 Hz" in str(excinfo.value)
+
+
+def test_float_samples_far_above_full_scale_are_corrupt(tmp_path):
+    path = tmp_path / "huge.wav"
+    sf.write(path, stereo_sine(3.0) * 1e29, 44100, subtype="FLOAT")
+    with pytest.raises(Exception) as excinfo:
+        ingest(path, CFG)
+    assert kind_of(excinfo) is ErrorKind.INPUT_CORRUPT and "dBFS" in str(excinfo.value)
+    loud = tmp_path / "hot_master.wav"  # a float mix a few dB over full scale is audio, not damage
+    sf.write(loud, stereo_sine(3.0, amps=(2.0, 1.5)), 44100, subtype="FLOAT")
+    assert ingest(loud, CFG).probe.duration_s == pytest.approx(3.0)
