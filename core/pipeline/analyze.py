@@ -201,7 +201,7 @@ def analyze_audio(y: np.ndarray, sr: int, config: AnalysisConfig | None = None) 
     fps = sr / hop
     delay = onset_delay_frames(n_fft, hop)
     rhythm = analyze_rhythm(frames.onset, (frames.low_band, frames.rms), fps, config.beats_per_bar,
-                            config.tempo_min, config.tempo_max, duration, delay)
+                            config.tempo_min, config.tempo_max, duration, delay, chroma=frames.chroma)
     key = estimate_key(key_profile_from_chroma(frames.chroma, frames.rms), config.key_profile)
     onset_times = (pick_onsets(frames.onset, fps) + delay) / fps
     return AnalysisResult(

@@ -18,9 +18,10 @@
    skipped beats counted), since librosa's tempo is quantised to whole
    frame lags.
 5. Downbeats: the beat phase (mod ``beats_per_bar``) whose beats carry the
-   most accent (by default: low-band level, i.e. kick and bass, plus frame
-   RMS, each relative to its mean over the beats); bars are groups of
-   ``beats_per_bar`` beats from each downbeat.
+   most accent (by default: low-band level, i.e. kick and bass, frame RMS,
+   and how much the harmony changes at the beat, each relative to its mean
+   over the beats); bars are groups of ``beats_per_bar`` beats from each
+   downbeat.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import numpy as np
 
 MIN_PERIODICITY = 0.08  # weaker autocorrelation peaks (noise, free-time music) mean "no pulse"
 LEVEL_RATIO = 0.5  # a faster metrical level must reach this share of the level it divides
+HARMONY_WEIGHT = 3.0  # a chord change (cosine distance ~0.3-0.6 between beats) counts about one accent curve
 PHASE_TIE = 0.95  # phases scoring within 5 % of the best count as tied: the earliest wins
 _EDGE_WINDOW = 0.15  # fraction of a period searched around a predicted edge beat
 _EDGE_CONTRAST = 5.0  # an edge hit must stand this many times above the median envelope around it
@@ -307,11 +309,15 @@ def make_bars(beat_times: np.ndarray, phase: int, beats_per_bar: int, period_s: 
 
 
 def analyze_rhythm(onset: np.ndarray, accent_curves: Sequence[np.ndarray], fps: float, beats_per_bar: int,
-                   tempo_min: float, tempo_max: float, duration_s: float, delay_frames: float = 0.0) -> Rhythm:
+                   tempo_min: float, tempo_max: float, duration_s: float, delay_frames: float = 0.0,
+                   chroma: np.ndarray | None = None) -> Rhythm:
     """Tempo, beats, downbeats and bars (see the module docstring).
 
     ``onset`` drives tempo and beats; ``accent_curves`` (frame-level, e.g.
-    low-band level and RMS) decide which beat starts a bar. ``fps`` is the
+    low-band level and RMS) decide which beat starts a bar, with the harmony
+    changing at a beat (from ``chroma``, ``(12, frames)``, when given) as one
+    more accent: chords change on the first beat of a bar far more often
+    than on the third, where a kick on 1 and 3 cannot tell them apart. ``fps`` is the
     frame rate; a hit at frame ``f`` is reported at ``(f + delay_frames) / fps``
     seconds (see ``features.onset_delay_frames``).
     """
@@ -331,12 +337,31 @@ def analyze_rhythm(onset: np.ndarray, accent_curves: Sequence[np.ndarray], fps: 
     tempo = 60.0 * fps / period
 
     accents = sum((_relative(beat_strengths(c, frames)) for c in accent_curves), np.zeros(len(frames)))
+    if chroma is not None:  # absolute, not relative to its mean: where the harmony never changes (drums, clicks)
+        accents = accents + HARMONY_WEIGHT * harmonic_change(chroma, frames)  # its noise must stay small
     phase = downbeat_phase(accents, beats_per_bar)
     beats = np.clip((frames + delay_frames) / fps, 0.0, duration_s)
     bars = make_bars(beats, phase, beats_per_bar, period / fps, duration_s)
     downbeats = np.array([b.start_s for b in bars])
     confidence, alternatives = _tempo_confidence(ac, period, frames, beat_strengths(onset, frames), tempo)
     return Rhythm(float(tempo), confidence, alternatives, beats, downbeats, bars)
+
+
+def harmonic_change(chroma: np.ndarray, frames: np.ndarray) -> np.ndarray:
+    """Per beat: how far the mean chroma from this beat to the next is from the previous beat's (cosine
+    distance, 0..1; 0 for the first beat)."""
+    n = chroma.shape[1]
+    edges = np.r_[np.clip(frames, 0, n), n].astype(int)
+    segments = np.array([chroma[:, a:max(a + 1, b)].mean(axis=1) if a < n else np.zeros(chroma.shape[0])
+                         for a, b in zip(edges[:-1], edges[1:])])
+    if len(segments) < 2:
+        return np.zeros(len(frames))
+    prev = np.vstack([segments[:1], segments[:-1]])
+    norms = np.linalg.norm(segments, axis=1) * np.linalg.norm(prev, axis=1)
+    change = 1.0 - np.einsum("ij,ij->i", segments, prev) / np.where(norms > 0, norms, 1.0)
+    change[norms <= 0] = 0.0
+    change[0] = 0.0
+    return np.clip(change, 0.0, 1.0)
 
 
 def _relative(x: np.ndarray) -> np.ndarray:

@@ -43,7 +43,7 @@ STAGES: tuple[StageSpec, ...] = (
     StageSpec("preprocess", "1", f"{_FNS}:preprocess_stage"),
     StageSpec("separate", "1", f"{_FNS}:separate_stage", plan=_separation_plan, breakers={DEMUCS: DEMUCS},
               enabled=lambda c: bool(c.get("separate")), skip_reason="stem separation is switched off"),
-    StageSpec("analyze", "3", f"{_FNS}:analyze_stage"),  # 2: keys spelled as key signatures; 3: metrical level step by step
+    StageSpec("analyze", "3", f"{_FNS}:analyze_stage"),  # 2: keys spelled as key signatures; 3: metrical level step by step, downbeats hear chord changes
     StageSpec("transcribe", "1", f"{_FNS}:transcribe_stage", plan=_transcription_plan,
               breakers={BASIC_PITCH: BASIC_PITCH},
               enabled=lambda c: bool(c.get("transcribe")), skip_reason="transcription is switched off"),

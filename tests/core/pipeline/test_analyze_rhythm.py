@@ -154,3 +154,37 @@ def test_make_bars_drops_a_final_fragment():
 def test_silence_and_flat_envelopes_have_no_rhythm():
     none = rhythm.analyze_rhythm(np.zeros(500), (np.zeros(500),), 43.07, 4, 50, 200, 11.6)
     assert none.tempo_bpm == 0.0 and len(none.beat_times) == 0 and none.bars == ()
+
+
+def test_the_harmony_changing_on_beat_one_finds_the_bar_when_kicks_on_1_and_3_cannot():
+    """Kick on 1 and 3 alike, snare on 2 and 4, the chord changing at each bar, the audio starting on beat 3:
+    the drums alone tie beats 1 and 3 (and the earliest, beat 3, would win); the chord changes decide."""
+    bpm, bars = 110.0, 6
+    beat_s, bar_s = 60.0 / bpm, 240.0 / bpm
+    pattern = {"kick": ((0.0, 1.0), (2.0, 1.0)), "snare": ((1.0, 0.8), (3.0, 0.8))}
+    drums = synth.drum_pattern(bpm, bars, pattern=pattern, tail_s=0.0)
+    chords = [(48, 52, 55), (43, 47, 50), (45, 48, 52), (41, 45, 48)]  # C, G, Am, F: one a bar
+    # sustained chords cross-faded into each other (30 ms): no attack, so no level accent on beat 1 either
+    fade = 0.03
+    harmony = np.zeros(int(round((bars * bar_s + fade) * SR)))
+    for b in range(bars):
+        chord = sum(synth.tone(synth.midi_to_hz(m), bar_s + fade, attack_s=fade, release_s=fade)
+                    for m in chords[b % 4])
+        start = int(round(b * bar_s * SR))
+        harmony[start:start + len(chord)] += chord[: len(harmony) - start]
+    n = min(len(drums), len(harmony))
+    y = drums[:n] + 0.08 * harmony[:n]
+    y = y[int(round(2 * beat_s * SR)):]  # start on beat 3 of the first bar
+    r = analyze_audio(y.astype(np.float32), SR, AnalysisConfig(beats_per_bar=4))
+    assert r.tempo_bpm == pytest.approx(bpm, rel=0.02)
+    truth = np.arange(1, bars) * bar_s - 2 * beat_s  # the bar starts after the cut
+    found = [d for d in r.downbeat_times if d > 0.2]  # the partial first bar aside
+    assert len(found) >= bars - 2
+    assert np.max(np.abs(np.asarray(found[: len(truth)]) - truth[: len(found)])) < 0.06
+    # and the harmonic change itself: one number per beat, 0 for the first, largest where the chord changes
+    frames = np.arange(0, 400, 40)
+    chroma = np.zeros((12, 400))
+    chroma[0, :] = 1.0
+    chroma[7, 160:] = 1.0  # the harmony changes at frame 160, a beat
+    change = rhythm.harmonic_change(chroma, frames)
+    assert change.shape == frames.shape and change[0] == 0.0 and int(np.argmax(change)) == 4
