@@ -390,6 +390,17 @@ def ingest_mono(path: StrPath, config: PipelineConfig, target_sr: int, *,
 
     y, sr, frames = _decode(path, info, ffmpeg, make_sink)
     sink = sinks[-1]
+    if sink.channels_cancel:  # decode again, keeping the loudest channel alone
+        loudest = int(np.argmax(sink.channel_energy))
+        log.warning("%s: its channels cancel each other in a mono mix (one is phase-inverted): analysing "
+                    "channel %d alone", path.name, loudest + 1)
+
+        def make_sink(channels: int, sr: int, expected: int) -> _MonoSink:  # noqa: F811 - the second pass
+            sinks.append(_MonoSink(channels, sr, target_sr, expected, channel=loudest))
+            return sinks[-1]
+
+        y, sr, frames = _decode(path, info, ffmpeg, make_sink)
+        sink = sinks[-1]
     info = _accept(path, info, frames, sr, sink.channels, sink.peak_dbfs, config)
     return MonoIngest(y=y, probe=info, content_hash=content_hash, peak_dbfs=sink.peak_dbfs)
 

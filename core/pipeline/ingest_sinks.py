@@ -92,14 +92,17 @@ class _MonoSink:
     so nothing needs the decoded whole afterwards.
     """
 
-    def __init__(self, channels: int, sr: int, target_sr: int, expected_frames: int):
+    def __init__(self, channels: int, sr: int, target_sr: int, expected_frames: int, channel: int | None = None):
         from core.pipeline.preprocess import MonoResampler
 
         self.channels = channels
+        self.channel = channel  # take this channel alone instead of the mix
         self._block = np.empty((BLOCK_FRAMES, channels), dtype=np.float32)
         self._mono = MonoResampler(sr, target_sr, expected_frames)
         self.filled = 0
         self.peak = 0.0  # max |sample| over every channel
+        self.channel_energy = np.zeros(channels)  # sum of squares per channel
+        self.mix_energy = 0.0  # sum of squares of the mono mix
 
     def fill(self, path: Path, read_into, read_block) -> np.ndarray:
         while True:
@@ -108,13 +111,23 @@ class _MonoSink:
             _check_finite(block, path)
             if got:
                 self.peak = max(self.peak, float(block.max()), -float(block.min()))
-                self._mono.push(block)
+                if self.channels > 1:
+                    self.channel_energy += np.einsum("ij,ij->j", block, block, dtype=np.float64)
+                    mix = block.mean(axis=1, dtype=np.float64)
+                    self.mix_energy += float(mix @ mix)
+                self._mono.push(block if self.channel is None else block[:, self.channel : self.channel + 1])
             self.filled += got
             if got < len(self._block):
                 return self.finish()
 
     def finish(self) -> np.ndarray:
         return self._mono.finish()
+
+    @property
+    def channels_cancel(self) -> bool:
+        """The mix is 20 dB or more below its channels (one is phase-inverted): the mix would be near silence."""
+        mean_channel = float(self.channel_energy.mean()) if self.channels > 1 else 0.0
+        return mean_channel > 0 and self.mix_energy < 0.01 * mean_channel
 
     @property
     def peak_dbfs(self) -> float:

@@ -395,3 +395,22 @@ def test_float_samples_far_above_full_scale_are_corrupt(tmp_path):
     loud = tmp_path / "hot_master.wav"  # a float mix a few dB over full scale is audio, not damage
     sf.write(loud, stereo_sine(3.0, amps=(2.0, 1.5)), 44100, subtype="FLOAT")
     assert ingest(loud, CFG).probe.duration_s == pytest.approx(3.0)
+
+
+def test_stereo_whose_channels_cancel_in_the_mix_is_analysed_from_one_channel(tmp_path):
+    """Left = -right: the mono mix would be silence (or rounding noise, analysed as music); one channel is not."""
+    from core.pipeline.ingest import ingest_mono
+
+    sr = 22050
+    t = np.arange(3 * sr) / sr
+    left = 0.3 * np.sin(2 * np.pi * 440 * t)
+    path = tmp_path / "inverted.wav"
+    sf.write(path, np.stack([left, -left], axis=1).astype(np.float32), sr, subtype="PCM_24")
+    mono = ingest_mono(path, CFG, sr)
+    assert np.sqrt(np.mean(mono.y ** 2)) == pytest.approx(0.3 / np.sqrt(2), rel=0.01)
+    assert abs(dominant_hz(mono.y, sr) - 440.0) < 2.0
+    wide = tmp_path / "wide.wav"  # ordinary stereo, partly out of phase: still the mix
+    sf.write(wide, np.stack([left, 0.5 * np.sin(2 * np.pi * 440 * t + 2.0)], axis=1).astype(np.float32), sr)
+    mix = ingest_mono(wide, CFG, sr).y
+    expected = 0.5 * (left + 0.5 * np.sin(2 * np.pi * 440 * t + 2.0))
+    assert np.allclose(mix, expected, atol=1e-3)
