@@ -49,7 +49,9 @@ from core.engine.preflight_resources import (_check_disk, _check_memory, _guess_
 from core.engine.scan import display_path
 from core.ffmpeg import find_ffmpeg
 from core.pipeline.config import PipelineConfig
-from core.pipeline.ingest import ProbeInfo, _wav_declared_frames, check_sample_rate, known_frames, probe
+from core.pipeline.ingest import (
+    _LOSSY_FORMATS, ProbeInfo, _wav_declared_frames, check_sample_rate, known_frames, probe,
+)
 from core.resilience.errors import ErrorKind, InputError, StaveError, classify, classify_exit, info_for
 
 __all__ = ["Estimates", "PreflightLimits", "PreflightReport", "Problem", "estimate_disk_bytes",
@@ -112,15 +114,17 @@ class _Checker:
             if not frames:  # the header does not give the length (written through a pipe): the head is all to try
                 self._read(f, path, 0, max(1, round(self.limits.decode_s * sr)), promised=False)
                 return
+            # libsndfile's MP3/Ogg lengths are estimates: the run allows them this much slack, and so does this
+            slack = max(int(0.01 * frames), 2048) if info.format in _LOSSY_FORMATS else 0
             head = min(frames, max(1, round(self.limits.decode_s * sr)))
             self._read(f, path, 0, head)
-            tail = min(frames - head, round(self.limits.tail_s * sr))
+            tail = min(frames - head - slack, round(self.limits.tail_s * sr))
             if tail > 0:
                 try:
-                    f.seek(frames - tail)
+                    f.seek(frames - slack - tail)
                 except (sf.LibsndfileError, RuntimeError):
                     raise _damaged(path, f"cannot reach its last {tail / sr:.2f} s") from None
-                self._read(f, path, frames - tail, tail)
+                self._read(f, path, frames - slack - tail, tail)
         declared = _wav_declared_frames(path) if info.format in ("WAV", "WAVEX") else None
         if declared is not None and declared > info.frames:
             raise _damaged(path, f"it holds {info.frames / info.sample_rate:.2f} s of the "

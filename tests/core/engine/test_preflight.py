@@ -319,3 +319,21 @@ def test_a_damaged_sample_rate_is_the_files_problem_not_a_memory_blocker(tmp_pat
     report = run([str(path), good], tmp_path / "out", available_memory=lambda: 2 << 30)
     [problem] = report.blockers
     assert problem.path == str(path) and problem.kind is ErrorKind.INPUT_CORRUPT and "1 Hz" in problem.reason
+
+
+@pytest.mark.skipif(not HAVE_FFMPEG, reason="needs ffmpeg to encode")
+def test_an_mp3_whose_length_libsndfile_estimates_is_not_called_truncated(tmp_path):
+    """An MP3 written through a pipe has no length header: libsndfile's estimate runs a little long. The run
+    allows that slack and so does preflight (it called the file damaged, then the run analysed it)."""
+    src = wav(tmp_path / "src.wav", 8.0, sr=44100)
+    piped = tmp_path / "piped.mp3"
+    with open(piped, "wb") as out:
+        subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-i", src, "-c:a", "libmp3lame", "-b:a", "128k",
+                        "-f", "mp3", "-"], stdout=out, check=True)
+    whole = tmp_path / "whole.mp3"  # written to a file: its header (Xing/LAME) gives the real length
+    subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-i", src, "-c:a", "libmp3lame", "-b:a", "128k",
+                    str(whole)], check=True)
+    cut = tmp_path / "cut.mp3"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    report = run([str(piped), str(whole), str(cut)], tmp_path / "out")
+    assert [p.path for p in report.blockers] == [str(cut)]  # a real truncation is still found
