@@ -26,7 +26,7 @@ POLL_S = 1.0  # where pidfd is missing
 
 def watch_owner(owner_pid: int) -> None:
     """Call in a worker as it starts: end this worker when ``owner_pid`` exits."""
-    if owner_pid == os.getpid():  # the pool runs in its own process (tests that call this in-process)
+    if owner_pid == os.getpid() or os.name != "posix":  # (on Windows os.kill(pid, 0) would terminate the owner)
         return
     threading.Thread(target=_wait_then_exit, args=(owner_pid,), name="stave-owner-watch", daemon=True).start()
 
