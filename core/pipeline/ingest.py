@@ -242,15 +242,17 @@ def _decode_soundfile(path: Path, f: sf.SoundFile, make_sink: SinkFactory) -> tu
     sr, expected = int(f.samplerate), known_frames(f)  # 0: unknown, read to the end
     declared = _wav_declared_frames(path) if f.format in ("WAV", "WAVEX") else None
     buf = make_sink(int(f.channels), sr, expected)
-    if expected:
-        def read_into(view): return len(f.read(frames=len(view), dtype="float32", out=view))
-        def read_block(n): return f.read(frames=n, dtype="float32", always_2d=True)
-    else:
-        def read_into(view): return _read_to_unknown_end(f, view, path)
+    def read_into(view: np.ndarray) -> int:
+        if not expected:  # no length in the header: libsndfile must not be asked past the end
+            return _read_to_unknown_end(f, view, path)
+        return len(f.read(frames=len(view), dtype="float32", out=view))
 
-        def read_block(n):
+    def read_block(n: int) -> np.ndarray:
+        if not expected:
             block = np.empty((n, f.channels), dtype=np.float32)
-            return block[:_read_to_unknown_end(f, block, path)]
+            return block[: _read_to_unknown_end(f, block, path)]
+        return f.read(frames=n, dtype="float32", always_2d=True)
+
     try:
         audio = buf.fill(path, read_into, read_block)
     except (sf.LibsndfileError, RuntimeError) as exc:
