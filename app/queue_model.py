@@ -377,7 +377,8 @@ class QueueModel(QAbstractTableModel):
             r.state = RowState.DEGRADED if e.degraded else RowState.DONE
             r.elapsed_s, r.started, r.progress, r.stage = e.elapsed_s, None, 1.0, ""
             r.result = "degraded: " + "; ".join(e.degraded_reasons) if e.degraded else (
-                _result_of_summary(e.summary) or "done")
+                _result_of_summary(e.summary) or ("unchanged: results of batch %d" % e.reused_from_batch
+                                                  if e.reused_from_batch is not None else "done"))
             r.kind = r.suggestion = ""
         elif isinstance(e, ev.JobFailed):
             r.state = RowState.QUARANTINED if e.quarantined else RowState.FAILED

@@ -49,7 +49,9 @@ class PlainProgress:
         elif isinstance(e, ev.JobFinished):
             self.count += 1
             note = "  [degraded]" if e.degraded else ""
-            self._say(f"done    {display_path(e.path)}  ({e.elapsed_s:.1f} s){note}")
+            took = (f"unchanged: the results of batch {e.reused_from_batch}" if e.reused_from_batch is not None
+                    else f"{e.elapsed_s:.1f} s")
+            self._say(f"done    {display_path(e.path)}  ({took}){note}")
         elif isinstance(e, ev.JobFailed):
             self.count += 1
             self._say(f"FAILED  {display_path(e.path)}  at {e.stage}: {e.kind}: {e.reason}")

@@ -74,6 +74,7 @@ class JobFinished(Event):
     degraded: bool = False
     degraded_reasons: tuple[str, ...] = ()
     summary: dict = field(default_factory=dict)
+    reused_from_batch: int | None = None  # unchanged since that batch analysed it: its results, nothing ran
 
 
 @dataclass(frozen=True)

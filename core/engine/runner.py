@@ -237,6 +237,9 @@ class JobRunner:
                 with d.store.transaction():
                     d.store.reset_stages_from(job.id, d.stages[0].name, stage_order=[s.name for s in d.stages])
                     d.store.update_job_facts(job.id, size_bytes=st.st_size, mtime=st.st_mtime)
+            donor = self._earlier_result(job)
+            if donor is not None:
+                return self._reuse(job, donor, t_job)
             d.store.mark_job_started(job.id)
             os.makedirs(work_dir, exist_ok=True)
             upstream_ran = False
@@ -276,6 +279,41 @@ class JobRunner:
                              elapsed_s=d.clock.monotonic() - t_job, audio_s=state["audio_s"] or 0.0,
                              ran_stages=tuple(ran))
         d.bus.publish(ev.JobFinished(job.id, job.input_path, outcome.elapsed_s, bool(degraded), tuple(degraded)))
+        return outcome
+
+    def _earlier_result(self, job: JobRow) -> JobRow | None:
+        """A finished job on the same unchanged file (an earlier batch, say: the same folder processed again)
+        whose every stage ran at this version with this configuration and whose song files still verify: its
+        results are this job's. Only for a job that never ran (a job run again on purpose, "re-run from" a
+        stage, say, has run before)."""
+        d = self.d
+        if job.attempts or d.store.stages(job.id):
+            return None
+        donor = d.store.done_job_like(job)
+        if donor is None:
+            return None
+        rows = {r.stage: r for r in d.store.stages(donor.id)}
+        kept = []  # the song's files (the work folder's intermediates are gone once a job is done)
+        for spec in d.stages:
+            row = rows.get(spec.name)
+            if (row is None or not row.status.completed or row.stage_version != spec.version
+                    or row.config_fingerprint != d.fingerprint(spec.name)):
+                return None
+            kept += [a for a in row.manifest if not a.path.startswith(".stave/")]
+        if not kept or not os.path.isfile(os.path.join(d.out_dir, donor.song_id, "summary.json")):
+            return None
+        return donor if verify_manifest(d.out_dir, kept) else None
+
+    def _reuse(self, job: JobRow, donor: JobRow, t_job: float) -> JobOutcome:
+        d = self.d
+        d.store.adopt_results(job.id, donor)
+        self._announce(job)
+        for spec in d.stages:
+            d.bus.publish(ev.StageFinished(job.id, spec.name, 0.0, skipped=True))
+        outcome = JobOutcome(job.id, JobStatus.DONE, elapsed_s=d.clock.monotonic() - t_job,
+                             audio_s=donor.audio_duration_s or 0.0, ran_stages=())
+        d.bus.publish(ev.JobFinished(job.id, job.input_path, outcome.elapsed_s, False, (),
+                                     reused_from_batch=donor.batch_id))
         return outcome
 
     def _one_stage(self, job: JobRow, spec: StageSpec, fingerprint: str, work_dir: str, state: dict,

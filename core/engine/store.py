@@ -333,6 +333,32 @@ class Store:
         if facts:
             self._update_job(job_id, ", ".join(f"{k} = ?" for k in facts), tuple(facts.values()))
 
+    def done_job_like(self, job: JobRow) -> JobRow | None:
+        """The newest other job, in any batch, that finished (not degraded) on the same file: same path, size
+        and modification time. Its results may serve ``job`` (see ``JobRunner``)."""
+        if job.size_bytes is None or job.mtime is None:
+            return None
+        with self._read() as conn:
+            r = conn.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE input_path = ? AND size_bytes = ? "
+                             "AND abs(mtime - ?) <= 1e-3 AND status = 'done' AND degraded = 0 AND id != ? "
+                             "ORDER BY id DESC LIMIT 1",
+                             (job.input_path, job.size_bytes, job.mtime, job.id)).fetchone()
+        return None if r is None else job_from_sql(r)
+
+    def adopt_results(self, job_id: int, donor: JobRow) -> None:
+        """``job_id`` takes ``donor``'s stage rows and facts and is done: one durable commit."""
+        with self._write() as conn:
+            conn.execute("DELETE FROM stages WHERE job_id = ?", (job_id,))
+            columns = STAGE_COLUMNS.split(", ", 1)[1]
+            conn.execute(f"INSERT INTO stages (job_id, {columns}) SELECT ?, {columns} FROM stages WHERE job_id = ?",
+                         (job_id, donor.id))
+            conn.execute("UPDATE jobs SET song_id = ?, content_hash = ?, audio_duration_s = ?, status = 'done', "
+                         "degraded = 0, degraded_json = '[]', attempts = attempts + 1, started_at = ?, "
+                         "finished_at = ?, error_kind = NULL, error_reason = '', error_suggestion = '', "
+                         "error_stage = NULL WHERE id = ?",
+                         (donor.song_id, donor.content_hash, donor.audio_duration_s, self._now(), self._now(),
+                          job_id))
+
     # -- stages ---------------------------------------------------------------
     def stage_row(self, job_id: int, stage: str) -> StageRow | None:
         """The stage's row, or None when it never started."""

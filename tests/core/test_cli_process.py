@@ -291,3 +291,16 @@ def test_the_console_command_exits_with_its_code_and_all_its_output(tmp_path):
     helped = stave("process", "--help")
     assert helped.returncode == 0 and "--workers" in helped.stdout
     assert helped.stdout.rstrip().endswith("(default: adaptive)")  # the last line of the help: all was flushed
+
+
+def test_processing_a_folder_again_reuses_what_did_not_change(tmp_path, env):
+    inputs = tmp_path / "in"
+    write_songs(inputs, SONGS[:1])
+    args = ["process", str(inputs), "--out", str(tmp_path / "out"), "--progress", "plain"]
+    assert run_stave(args, env).returncode == 0
+    summary = next((tmp_path / "out").glob("*/summary.json")).read_bytes()
+    again = run_stave(args, env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "unchanged: the results of batch 1" in again.stdout + again.stderr
+    assert next((tmp_path / "out").glob("*/summary.json")).read_bytes() == summary
+    assert len(pd.read_parquet(tmp_path / "out" / "songs.parquet")) == 1

@@ -389,3 +389,41 @@ def test_a_job_whose_next_stage_waits_for_the_busy_worker_is_said_to_wait(tmp_pa
             assert told.index(("StageWaiting", "process")) + 1 == told.index(("StageStarted", "process"))
             waited.append(job_id)
     assert waited, "no job was said to wait for the busy worker"
+
+
+def test_unchanged_files_processed_again_take_their_earlier_results(tmp_path, executor, clock):
+    """The same folder added again (a new batch): unchanged files run nothing and are done with the earlier
+    results; a changed file, or a new configuration, runs again."""
+    inputs = _inputs(tmp_path, 3)
+    out = tmp_path / "out"
+    engine, events = _engine(out, executor, clock)
+    with engine:
+        first = engine.add_paths([inputs], {"x": 1})
+        assert engine.run(first.batch_id).counts["done"] == 3
+        summaries = {j.song_id: (out / j.song_id / "summary.json").read_bytes()
+                     for j in engine.store.jobs(first.batch_id)}
+        _wav(inputs, "take2.wav", seed=99)  # one file changes
+        os.utime(inputs / "take2.wav", (1, 1))
+        second = engine.add_paths([inputs], {"x": 1})
+        assert second.batch_id != first.batch_id
+        assert engine.run(second.batch_id).counts["done"] == 3
+        jobs = {os.path.basename(j.input_path): j for j in engine.store.jobs(second.batch_id)}
+        for name in ("take0.wav", "take1.wav"):
+            job = jobs[name]
+            assert engine.store.attempt_log(job.id) == []  # nothing ran
+            assert job.status is JobStatus.DONE and job.song_id in summaries
+            assert (out / job.song_id / "summary.json").read_bytes() == summaries[job.song_id]
+            assert {r.stage for r in engine.store.stages(job.id)} == {"ingest", "process", "export"}
+        assert [a.stage for a in engine.store.attempt_log(jobs["take2.wav"].id)] == ["ingest", "process", "export"]
+        reused = {e.job_id: e.reused_from_batch for e in events if isinstance(e, ev.JobFinished)}
+        assert [reused[jobs[n].id] for n in ("take0.wav", "take1.wav", "take2.wav")] == [
+            first.batch_id, first.batch_id, None]  # said so, for the progress line and the queue
+        third = engine.add_paths([inputs], {"x": 2})  # another configuration: everything runs again
+        assert engine.run(third.batch_id).counts["done"] == 3
+        assert all(engine.store.attempt_log(j.id) for j in engine.store.jobs(third.batch_id))
+        # a job run again on purpose ("re-run from" its first stage) runs, earlier results or not
+        job = engine.store.jobs(third.batch_id)[0]
+        engine.rerun_from([job.id], "ingest")
+        before = len(engine.store.attempt_log(job.id))
+        engine.run(third.batch_id)
+        assert len(engine.store.attempt_log(job.id)) > before
