@@ -23,6 +23,7 @@ from core.engine.stagegraph import BackendPlan, StageContext, StageOutput, Stage
 from core.engine.store import Store
 from core.engine.store_manifest import verify_manifest
 from core.engine.store_rows import JobRow, JobStatus
+from core.fsutil import sha256_file
 from core.resilience.breaker_registry import BreakerRegistry
 from core.resilience.cancel import CancelToken
 from core.resilience.clock import SYSTEM_CLOCK, Clock
@@ -302,7 +303,13 @@ class JobRunner:
             kept += [a for a in row.manifest if not a.path.startswith(".stave/")]
         if not kept or not os.path.isfile(os.path.join(d.out_dir, donor.song_id, "summary.json")):
             return None
-        return donor if verify_manifest(d.out_dir, kept) else None
+        if not verify_manifest(d.out_dir, kept):
+            return None
+        try:  # the same bytes too (size and time can match a different file: a copy that kept the time)
+            same = not donor.content_hash or sha256_file(job.input_path) == donor.content_hash
+        except OSError:
+            return None  # ingest will say what is wrong with it
+        return donor if same else None
 
     def _reuse(self, job: JobRow, donor: JobRow, t_job: float) -> JobOutcome:
         d = self.d

@@ -418,6 +418,15 @@ def test_unchanged_files_processed_again_take_their_earlier_results(tmp_path, ex
         reused = {e.job_id: e.reused_from_batch for e in events if isinstance(e, ev.JobFinished)}
         assert [reused[jobs[n].id] for n in ("take0.wav", "take1.wav", "take2.wav")] == [
             first.batch_id, first.batch_id, None]  # said so, for the progress line and the queue
+        st = os.stat(inputs / "take1.wav")  # other bytes, same size and time (a copy that kept the time)
+        _wav(inputs, "take1.wav", seed=77)
+        os.utime(inputs / "take1.wav", ns=(st.st_atime_ns, st.st_mtime_ns))
+        assert os.path.getsize(inputs / "take1.wav") == st.st_size
+        fourth = engine.add_paths([inputs], {"x": 1})
+        engine.run(fourth.batch_id)
+        ran = {os.path.basename(j.input_path) for j in engine.store.jobs(fourth.batch_id)
+               if engine.store.attempt_log(j.id)}
+        assert ran == {"take1.wav"}
         third = engine.add_paths([inputs], {"x": 2})  # another configuration: everything runs again
         assert engine.run(third.batch_id).counts["done"] == 3
         assert all(engine.store.attempt_log(j.id) for j in engine.store.jobs(third.batch_id))
