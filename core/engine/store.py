@@ -63,6 +63,9 @@ def _translate(exc: sqlite3.Error) -> StoreError:
                       suggestion="Check the output folder (disk, permissions); the batch can be resumed.")
 
 
+WORK_PREFIX = ".stave/work/"  # where a job's intermediates are, relative to the output folder: job-<id>/
+
+
 class Store:
     """The checkpoint store of one output folder. Use :meth:`open`; thread-safe."""
 
@@ -352,6 +355,10 @@ class Store:
             columns = STAGE_COLUMNS.split(", ", 1)[1]
             conn.execute(f"INSERT INTO stages (job_id, {columns}) SELECT ?, {columns} FROM stages WHERE job_id = ?",
                          (job_id, donor.id))
+            # the donor's intermediates are its own: named in this job's work folder, where they are not, they
+            # never pass for this job's (a "re-run from" a later stage starts from the first instead)
+            conn.execute("UPDATE stages SET manifest_json = replace(manifest_json, ?, ?) WHERE job_id = ?",
+                         (f'"{WORK_PREFIX}job-{donor.id}/', f'"{WORK_PREFIX}job-{job_id}/', job_id))
             conn.execute("UPDATE jobs SET song_id = ?, content_hash = ?, audio_duration_s = ?, status = 'done', "
                          "degraded = 0, degraded_json = '[]', attempts = attempts + 1, started_at = ?, "
                          "finished_at = ?, error_kind = NULL, error_reason = '', error_suggestion = '', "

@@ -143,7 +143,8 @@ def choose_beat_lag(ac: np.ndarray, lag_min: float, lag_max: float, ratio: float
             target = best / k
             if target < lag_min * 0.97:
                 continue
-            near = peaks[np.abs(peaks - target) <= max(1.5, 0.04 * target)]
+            # strictly faster peaks only: at a few frames per beat the window around best/k reaches best itself
+            near = peaks[(peaks < best) & (np.abs(peaks - target) <= max(1.5, 0.04 * target))]
             if near.size and ac[near].max() >= ratio * ac[best]:
                 best = int(near[np.argmax(ac[near])])
                 break

@@ -436,3 +436,23 @@ def test_unchanged_files_processed_again_take_their_earlier_results(tmp_path, ex
         before = len(engine.store.attempt_log(job.id))
         engine.run(third.batch_id)
         assert len(engine.store.attempt_log(job.id)) > before
+
+
+def test_a_reused_job_run_again_from_a_later_stage_with_kept_work_files_runs_from_its_own_start(
+        tmp_path, executor, clock):
+    """Adopted results name the donor's intermediates under this job's work folder, where they are not: a
+    "re-run from" a later stage cannot pass the donor's files off as this job's (export then found no input)."""
+    inputs = _inputs(tmp_path, 1)
+    out = tmp_path / "out"
+    engine, _ = _engine(out, executor, clock, keep_work_files=True)
+    with engine:
+        first = engine.add_paths([inputs], {})
+        assert engine.run(first.batch_id).counts["done"] == 1
+        second = engine.add_paths([inputs], {})
+        assert engine.run(second.batch_id).counts["done"] == 1
+        [job] = engine.store.jobs(second.batch_id)
+        assert engine.store.attempt_log(job.id) == []  # reused
+        engine.rerun_from([job.id], "export")
+        summary = engine.run(second.batch_id)
+        assert summary.counts["done"] == 1 and summary.failed == []
+        assert [a.stage for a in engine.store.attempt_log(job.id)] == ["ingest", "process", "export"]

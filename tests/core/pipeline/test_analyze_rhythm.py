@@ -133,6 +133,10 @@ def test_choose_beat_lag_steps_down_to_the_fastest_clear_level():
     assert rhythm.choose_beat_lag(bumps((20, 0.6), (80, 0.9)), 10, 90) == pytest.approx(20, abs=0.5)
     # nothing periodic: no lag
     assert rhythm.choose_beat_lag(bumps((30, 0.05)), 10, 60) is None
+    # a few frames per beat (a long hop): the search ends (it once looped on lag 2 and 3 for ever)
+    tiny = np.zeros(12)
+    tiny[0], tiny[2], tiny[3], tiny[6] = 1.0, 0.6, 0.5, 0.7
+    assert rhythm.choose_beat_lag(tiny, 1.5, 8) in (pytest.approx(2, abs=0.5), pytest.approx(3, abs=0.5))
 
 
 def test_downbeat_phase_picks_the_accented_beat_and_the_earliest_on_ties():
