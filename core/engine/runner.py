@@ -305,8 +305,10 @@ class JobRunner:
             return None
         if not verify_manifest(d.out_dir, kept):
             return None
+        if not donor.content_hash:
+            return None
         try:  # the same bytes too (size and time can match a different file: a copy that kept the time)
-            same = not donor.content_hash or sha256_file(job.input_path) == donor.content_hash
+            same = sha256_file(job.input_path) == donor.content_hash
         except OSError:
             return None  # ingest will say what is wrong with it
         return donor if same else None
