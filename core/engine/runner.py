@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping, Sequence
 from core.engine import events as ev
 from core.engine.executor import StageExecutor
 from core.engine.stagegraph import BackendPlan, StageContext, StageOutput, StageSpec, run_stage_in_worker
-from core.engine.store import Store
+from core.engine.store import WORK_PREFIX, Store
 from core.engine.store_manifest import verify_manifest
 from core.engine.store_rows import JobRow, JobStatus
 from core.fsutil import sha256_file
@@ -300,7 +300,7 @@ class JobRunner:
             if (row is None or not row.status.completed or row.stage_version != spec.version
                     or row.config_fingerprint != d.fingerprint(spec.name)):
                 return None
-            kept += [a for a in row.manifest if not a.path.startswith(".stave/")]
+            kept += [a for a in row.manifest if not a.path.startswith(WORK_PREFIX)]
         if not kept or not os.path.isfile(os.path.join(d.out_dir, donor.song_id, "summary.json")):
             return None
         if not verify_manifest(d.out_dir, kept):

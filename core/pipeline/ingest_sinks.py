@@ -101,8 +101,7 @@ class _MonoSink:
         self._mono = MonoResampler(sr, target_sr, expected_frames)
         self.filled = 0
         self.peak = 0.0  # max |sample| over every channel
-        self.channel_energy = np.zeros(channels)  # sum of squares per channel
-        self.mix_energy = 0.0  # sum of squares of the mono mix
+        self._gram = np.zeros((channels, channels))  # sums of products of channel pairs (see channels_cancel)
 
     def fill(self, path: Path, read_into, read_block) -> np.ndarray:
         while True:
@@ -112,9 +111,7 @@ class _MonoSink:
             if got:
                 self.peak = max(self.peak, float(block.max()), -float(block.min()))
                 if self.channels > 1:
-                    self.channel_energy += np.einsum("ij,ij->j", block, block, dtype=np.float64)
-                    mix = block.mean(axis=1, dtype=np.float64)
-                    self.mix_energy += float(mix @ mix)
+                    self._gram += block.T @ block
                 self._mono.push(block if self.channel is None else block[:, self.channel : self.channel + 1])
             self.filled += got
             if got < len(self._block):
@@ -124,10 +121,17 @@ class _MonoSink:
         return self._mono.finish()
 
     @property
+    def channel_energy(self) -> np.ndarray:
+        """Sum of squares per channel."""
+        return np.diag(self._gram)
+
+    @property
     def channels_cancel(self) -> bool:
-        """The mix is 20 dB or more below its channels (one is phase-inverted): the mix would be near silence."""
+        """The mix is 20 dB or more below its channels (one is phase-inverted): the mix would be near silence.
+
+        The mix's energy comes from the channels' products: sum(mean of channels)^2 = sum(gram) / channels^2."""
         mean_channel = float(self.channel_energy.mean()) if self.channels > 1 else 0.0
-        return mean_channel > 0 and self.mix_energy < 0.01 * mean_channel
+        return mean_channel > 0 and float(self._gram.sum()) / self.channels ** 2 < 0.01 * mean_channel
 
     @property
     def peak_dbfs(self) -> float:
