@@ -108,7 +108,7 @@ class AnalysisResult:
             "duration_s": _num(self.duration_s),
             "sample_rate": int(self.sample_rate),
             "time_signature": self.config.time_signature,
-            "tempo_bpm": _num(self.tempo_bpm),
+            "tempo_bpm": _num(self.tempo_bpm) if self.tempo_bpm > 0 else None,  # no pulse: null, never a 0 BPM
             "tempo_confidence": _num(self.tempo_confidence),
             "tempo_alternatives": [a.to_dict() for a in self.tempo_alternatives],
             "beats": len(self.beat_times),

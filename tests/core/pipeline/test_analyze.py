@@ -157,7 +157,7 @@ def test_short_input_has_no_loudness_and_does_not_crash():
     assert s["loudness_lufs"] is None
     assert "400 ms" in s["loudness_note"]
     assert s["peak_dbfs"] == pytest.approx(-12.0 + 3.01, abs=0.05)
-    assert s["tempo_bpm"] == 0.0 and s["beats"] == 0 and s["bars"] == 0
+    assert s["tempo_bpm"] is None and s["beats"] == 0 and s["bars"] == 0  # null, not a 0 BPM to average
     json.dumps(s, allow_nan=False)
     tiny = analyze_audio(np.full(10, 0.1, dtype=np.float32), SR)  # shorter than one FFT window
     assert tiny.levels.loudness_lufs is None and tiny.frames.n_frames >= 1
@@ -166,7 +166,7 @@ def test_short_input_has_no_loudness_and_does_not_crash():
 def test_silence_gives_no_tempo_no_beats_no_key():
     r = analyze_audio(synth.silence(5.0), SR)
     s = r.to_summary_dict()
-    assert s["tempo_bpm"] == 0.0 and s["tempo_confidence"] == 0.0
+    assert s["tempo_bpm"] is None and s["tempo_confidence"] == 0.0
     assert s["beats"] == 0 and s["bars"] == 0 and s["beat_times"] == []
     assert s["key"] is None and s["key_confidence"] == 0.0
     assert s["loudness_lufs"] is None and "silent" in s["loudness_note"]
