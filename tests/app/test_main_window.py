@@ -72,12 +72,13 @@ def test_running_batch_window_grab_and_failed_job_details(qtbot, tmp_path, make_
     out = tmp_path / "out"
     out.mkdir()
     (out / "tool_mode").write_text("hang")
-    # The bad file (first in the queue) ingests at once, the others take a second: its "process" is queued
-    # before theirs, so a hung one cannot hold the worker it needs (one more job runs than there are workers).
+    # The corrupt file fails at ingest, and its ingest is queued with the first ones, before any "process" of
+    # the others can hang both workers (which job a supervisor hands over first is a race: with the failure in
+    # "process", a hung one could take the worker it needed). The others ingest slowly, widening that margin.
     (out / "ingest_delay").write_text("1.0")
     inputs = tmp_path / "in"
     for i in range(6):
-        wav(inputs, f"{'bad_' if i == 4 else ''}session take {i}.wav", seed=i)
+        wav(inputs, f"{'corrupt_' if i == 4 else ''}session take {i}.wav", seed=i)
     controller = make_controller(out)
     window = make_window(qtbot, controller)
     window.resize(1280, 800)
@@ -95,7 +96,7 @@ def test_running_batch_window_grab_and_failed_job_details(qtbot, tmp_path, make_
     bad = next(r for r in range(6) if q.row(r).state.value == "failed")
     window.view.selectRow(window.proxy.mapFromSource(q.index(bad, 0)).row())
     text = window.details.toPlainText()
-    assert "input-corrupt" in text and "not audio" in text and "ingest" in text and "process" in text
+    assert "input-corrupt in ingest" in text and "not audio" in text and "process" in text
     qtbot.wait(100)  # let the layouts settle before the picture
     window.grab().save("/tmp/stave_window.png", "PNG")
     assert QImage("/tmp/stave_window.png").width() == 1280

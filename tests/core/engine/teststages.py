@@ -2,10 +2,11 @@
 
 A file's name picks what the "process" stage does with it:
   hang_*   hangs,  crash_*  segfaults its worker,  bad_*  raises an input error,
-  flaky_*  fails twice (counted in a file next to the output) then works.
+  flaky_*  fails twice (counted in a file next to the output) then works;
+and "ingest" raises an input error for corrupt_* files.
 The "tool" backend of "process" reads its mode from OUT/tool_mode (ok | fail | hang);
 the "builtin" backend always works. "ingest" sleeps OUT/ingest_delay seconds (if that file
-exists) for every file but the bad_* ones.
+exists) for every file but the bad_* and corrupt_* ones.
 """
 
 from __future__ import annotations
@@ -23,8 +24,11 @@ from core.resilience.errors import DependencyFailed, InputError
 
 
 def ingest(ctx: StageContext) -> StageOutput:
+    name = os.path.basename(ctx.input_path)
+    if name.startswith("corrupt_"):
+        raise InputError(f"{name} is not audio")
     delay_file = os.path.join(ctx.out_dir, "ingest_delay")
-    if os.path.exists(delay_file) and not os.path.basename(ctx.input_path).startswith("bad_"):
+    if os.path.exists(delay_file) and not name.startswith("bad_"):
         time.sleep(float(open(delay_file).read()))
     with open(ctx.input_path, "rb") as f:
         digest = hashlib.sha256(f.read()).hexdigest()
